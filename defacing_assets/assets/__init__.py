@@ -1,0 +1,1 @@
+"""Assets, one module per stage; each body reads config, calls the core, attaches metadata."""

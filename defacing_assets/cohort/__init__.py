@@ -1,0 +1,1 @@
+"""Cohorts: the label table, readers for NIfTI/HECKTOR/DICOM data, the synthetic cohort."""

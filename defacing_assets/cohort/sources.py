@@ -1,0 +1,245 @@
+"""Finding subjects in a data folder and reading them, whatever the layout.
+
+Accepted layouts under one root (mixed freely):
+
+- ``<root>/<subject>/image.nii.gz`` + ``label.nii.gz`` (a 0..8 label map), the
+  layout the synthetic cohort writes;
+- ``<root>/<subject>/image.nii.gz`` + ``mask_<ROI>.nii.gz`` per structure, the
+  layout of the study authors' scripts (ROI names matched by the label table);
+- ``<root>/<id>_ct.nii.gz``: HECKTOR-style CT without OAR labels;
+- ``<root>/<subject>/`` holding a DICOM series and its RTSTRUCT (extra ``dicom``).
+
+Optional ``subject.json`` (``{"modality": "CT"}``) and ``landmarks.json``
+(face landmarks in world mm) beside a subject's image are read too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from defacing_assets.cohort.labels import LABEL_NAMES, OAR_LABELS, label_for_roi
+from defacing_assets.cohort.scan import Scan
+from defacing_assets.imaging.errors import InvalidScanError
+from defacing_assets.imaging.io import load_volume
+from defacing_assets.imaging.validation import image_problems, label_problems, require
+from defacing_assets.imaging.volume import Volume
+
+SUBJECT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+_HECKTOR_SUFFIX = "_ct.nii.gz"
+_IMAGE_NAMES = ("image.nii.gz", "image.nii")
+_LABEL_NAMES = ("label.nii.gz", "label.nii")
+
+
+@dataclass(frozen=True)
+class SubjectSource:
+    """Where one subject's files are; reading them is :func:`read_scan`."""
+
+    subject_id: str
+    format: str
+    """``nifti`` (label map), ``nifti-masks`` (mask per ROI), ``hecktor`` or ``dicom``."""
+    path: Path
+    """The subject folder, or the image file for HECKTOR."""
+    files: tuple[Path, ...] = field(default=())
+
+
+def subject_id_problem(subject_id: str) -> str | None:
+    """Why an id cannot become a partition key and a folder name, or None."""
+    if not subject_id:
+        return "subject id is empty"
+    if subject_id in {".", ".."} or ".." in subject_id:
+        return f"subject id {subject_id!r} contains '..'"
+    if not SUBJECT_ID_PATTERN.match(subject_id):
+        return f"subject id {subject_id!r} has characters outside [A-Za-z0-9._-]"
+    return None
+
+
+def _is_dicom_folder(folder: Path) -> bool:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            if path.suffix.lower() == ".dcm":
+                return True
+            with path.open("rb") as handle:
+                handle.seek(128)
+                if handle.read(4) == b"DICM":
+                    return True
+    return False
+
+
+def discover_subjects(root: str | Path) -> tuple[list[SubjectSource], list[str]]:
+    """Subjects found under ``root`` and a note for every entry that is not one.
+
+    Ids are not validated here (see :func:`subject_id_problem`), so a caller
+    can report unsafe ids instead of silently skipping them.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data folder does not exist")
+    sources, skipped = [], []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file():
+            if entry.name.endswith(_HECKTOR_SUFFIX):
+                subject_id = entry.name[: -len(_HECKTOR_SUFFIX)]
+                sources.append(SubjectSource(subject_id, "hecktor", entry, (entry,)))
+            else:
+                skipped.append(f"{entry}: not a subject folder or <id>_ct.nii.gz file")
+            continue
+        image = next((entry / n for n in _IMAGE_NAMES if (entry / n).exists()), None)
+        if image is not None:
+            label = next((entry / n for n in _LABEL_NAMES if (entry / n).exists()), None)
+            if label is not None:
+                sources.append(SubjectSource(entry.name, "nifti", entry, (image, label)))
+            else:
+                masks = tuple(sorted(entry.glob("mask_*.nii*")))
+                sources.append(SubjectSource(entry.name, "nifti-masks", entry, (image, *masks)))
+        elif _is_dicom_folder(entry):
+            sources.append(SubjectSource(entry.name, "dicom", entry))
+        else:
+            skipped.append(f"{entry}: no image.nii.gz and no DICOM files")
+    return sources, skipped
+
+
+def _sidecar(folder: Path, name: str) -> dict | None:
+    path = folder / name
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InvalidScanError(str(path), f"not valid JSON ({error})") from None
+
+
+def _labels_from_masks(
+    masks: tuple[Path, ...], image: Volume, roi_table: Mapping[str, int] | None
+) -> tuple[Volume, list[str]]:
+    labels = np.zeros(image.shape, dtype=np.uint8)
+    for mask_path in masks:
+        roi = re.sub(r"\.nii(\.gz)?$", "", mask_path.name)[len("mask_") :]
+        label = label_for_roi(roi, roi_table)
+        if label is None:
+            continue
+        mask = load_volume(mask_path)
+        require(
+            label_problems(mask.with_array((mask.array > 0).astype(np.uint8)), image),
+            str(mask_path),
+        )
+        labels[(mask.array > 0) & (labels == 0)] = label
+    present = set(np.unique(labels)) - {0}
+    absent = [LABEL_NAMES[value] for value in sorted(OAR_LABELS.values()) if value not in present]
+    return Volume(labels, image.affine), absent
+
+
+def read_scan(source: SubjectSource, roi_table: Mapping[str, int] | None = None) -> Scan:
+    """Read and validate one subject; raises :class:`InvalidScanError` naming the file."""
+    if source.format == "dicom":
+        from defacing_assets.cohort.dicom import read_dicom_subject
+
+        scan = read_dicom_subject(source.path, source.subject_id, roi_table)
+        require(image_problems(scan.image), str(source.path))
+        return scan
+    image_path = source.files[0]
+    image = load_volume(image_path)
+    require(image_problems(image), str(image_path))
+    image = Volume(np.asarray(image.array), image.affine)
+    if source.format == "hecktor":
+        return Scan(
+            source.subject_id,
+            image,
+            None,
+            "CT",
+            None,
+            list(OAR_LABELS),
+            {"format": "hecktor", "image": str(image_path)},
+        )
+
+    labels, absent = None, []
+    if source.format == "nifti":
+        label_path = source.files[1]
+        labels = load_volume(label_path)
+        require(label_problems(labels, image), str(label_path))
+        labels = labels.with_array(np.asarray(labels.array).astype(np.uint8))
+        present = set(np.unique(labels.array)) - {0}
+        absent = [LABEL_NAMES[v] for v in sorted(OAR_LABELS.values()) if v not in present]
+    else:
+        labels, absent = _labels_from_masks(source.files[1:], image, roi_table)
+
+    metadata = _sidecar(source.path, "subject.json") or {}
+    modality = metadata.get("modality", "MR")
+    if modality not in ("MR", "CT"):
+        raise InvalidScanError(
+            str(source.path / "subject.json"), f"modality must be 'MR' or 'CT', got {modality!r}"
+        )
+    landmarks = _sidecar(source.path, "landmarks.json")
+    return Scan(
+        source.subject_id,
+        image,
+        labels,
+        modality,
+        landmarks,
+        absent,
+        {"format": source.format, "files": [str(p) for p in source.files]},
+    )
+
+
+def id_problems(sources: list[SubjectSource]) -> dict[str, str]:
+    """Subject ids that cannot become partitions: unsafe characters or case-insensitive clashes."""
+    problems = {}
+    by_folded: dict[str, list[str]] = {}
+    for source in sources:
+        problem = subject_id_problem(source.subject_id)
+        if problem:
+            problems[source.subject_id] = problem
+        by_folded.setdefault(source.subject_id.lower(), []).append(source.subject_id)
+    for clashing in by_folded.values():
+        if len(clashing) > 1:
+            for subject_id in clashing:
+                others = ", ".join(repr(o) for o in clashing if o != subject_id)
+                problems.setdefault(
+                    subject_id,
+                    f"subject id {subject_id!r} collides case-insensitively with {others}",
+                )
+    return problems
+
+
+def _file_problems(path: Path, check, *args) -> tuple[Volume | None, list[str]]:
+    try:
+        volume = load_volume(path)
+    except InvalidScanError as error:
+        return None, [str(error)]
+    return volume, [f"{path}: {problem}" for problem in check(volume, *args)]
+
+
+def validate_source(source: SubjectSource, roi_table: Mapping[str, int] | None = None) -> list[str]:
+    """Every problem of one subject as ``"<file>: <problem>"`` lines (empty when fine)."""
+    if source.format == "dicom":
+        try:
+            read_scan(source, roi_table)
+        except InvalidScanError as error:
+            return [str(error)]
+        return []
+    image, problems = _file_problems(source.files[0], image_problems)
+    reference = image if not problems else None
+    for path in source.files[1:]:
+        if source.format == "nifti":
+            _, more = _file_problems(path, label_problems, reference)
+        else:
+            _, more = _file_problems(
+                path,
+                lambda mask, ref: label_problems(mask.with_array(mask.array > 0), ref),
+                reference,
+            )
+        problems.extend(more)
+    if source.format != "hecktor":
+        for sidecar in ("subject.json", "landmarks.json"):
+            try:
+                _sidecar(source.path, sidecar)
+            except InvalidScanError as error:
+                problems.append(str(error))
+    return problems

@@ -1,0 +1,63 @@
+"""Resources: the study's configuration, chosen per environment in one place.
+
+Asset bodies never read the environment: :func:`study_resources` does, once,
+when the Definitions are built (``DEFACING_DATA``, ``DEFACING_PROFILE``,
+``DEFACING_SEED``, ``DEFACING_STORAGE``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import ConfigurableResource
+
+from defacing_assets.cohort.sources import SubjectSource, discover_subjects
+from defacing_assets.profiles import get_profile
+
+DEFAULT_DATA = "demo_study/data"
+DEFAULT_STORAGE = ".defacing_store"
+
+
+class StudyConfig(ConfigurableResource):
+    """Where the scans are and how the study is sized.
+
+    Attributes:
+        data_root: folder (see ``cohort.sources`` for the accepted layouts).
+        profile: ``paper``, ``demo`` or ``ci``.
+        seed: seeds the synthetic cohort and, later, folds and training.
+        roi_names: site-specific ROI name -> label (1..8), over the built-in matching.
+    """
+
+    data_root: str = DEFAULT_DATA
+    profile: str = "demo"
+    seed: int = 0
+    roi_names: dict[str, int] = {}
+
+    def subject_sources(self) -> tuple[list[SubjectSource], list[str]]:
+        return discover_subjects(self.data_root)
+
+    def source_for(self, subject_id: str) -> SubjectSource:
+        sources, _ = self.subject_sources()
+        for source in sources:
+            if source.subject_id == subject_id:
+                return source
+        raise FileNotFoundError(f"{self.data_root}: no subject {subject_id!r} in the data folder")
+
+    def validated_profile(self) -> str:
+        return get_profile(self.profile).name
+
+
+def study_resources() -> dict:
+    """All resources for one environment, from environment variables with local defaults."""
+    from defacing_assets.storage import ScanStore, TableStore
+
+    storage = os.environ.get("DEFACING_STORAGE", DEFAULT_STORAGE)
+    return {
+        "study": StudyConfig(
+            data_root=os.environ.get("DEFACING_DATA", DEFAULT_DATA),
+            profile=os.environ.get("DEFACING_PROFILE", "demo"),
+            seed=int(os.environ.get("DEFACING_SEED", "0")),
+        ),
+        "scan_io_manager": ScanStore(base_path=storage),
+        "io_manager": TableStore(base_path=storage),
+    }

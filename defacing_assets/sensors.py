@@ -1,0 +1,51 @@
+"""Sensors: new subjects in the data folder become partitions."""
+
+from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, sensor
+
+from defacing_assets.cohort.sources import id_problems, validate_source
+from defacing_assets.partitions import subjects_partitions
+from defacing_assets.resources import StudyConfig
+
+
+def new_valid_subjects(study: StudyConfig, existing: set[str], log) -> list[str]:
+    """Ids in the data folder that are not partitions yet and may become ones.
+
+    Unsafe ids, case-insensitive clashes and subjects whose files fail
+    validation are refused with a logged reason; everything else is returned.
+    """
+    sources, skipped = study.subject_sources()
+    for note in skipped:
+        log.info(f"ignored {note}")
+    existing_folded = {subject_id.lower(): subject_id for subject_id in existing}
+    unsafe = id_problems(sources)
+    new = []
+    for source in sources:
+        subject_id = source.subject_id
+        if subject_id in existing:
+            continue
+        if subject_id in unsafe:
+            log.warning(f"refused {source.path}: {unsafe[subject_id]}")
+            continue
+        if subject_id.lower() in existing_folded:
+            log.warning(
+                f"refused {source.path}: subject id {subject_id!r} collides case-insensitively "
+                f"with existing subject {existing_folded[subject_id.lower()]!r}"
+            )
+            continue
+        problems = validate_source(source, study.roi_names)
+        if problems:
+            log.warning(f"refused {subject_id}: " + "; ".join(problems))
+            continue
+        new.append(subject_id)
+    return new
+
+
+@sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
+def subject_discovery_sensor(context: SensorEvaluationContext, study: StudyConfig):
+    """Add valid new subjects as partitions; log why any other entry is refused."""
+    existing = set(context.instance.get_dynamic_partitions(subjects_partitions.name))
+    new = new_valid_subjects(study, existing, context.log)
+    if not new:
+        return SensorResult(skip_reason="no new valid subjects")
+    context.log.info(f"adding subjects {', '.join(new)}")
+    return SensorResult(dynamic_partitions_requests=[subjects_partitions.build_add_request(new)])

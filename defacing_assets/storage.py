@@ -1,0 +1,114 @@
+"""IO managers: every stored result under one base path, local or fsspec URL.
+
+Layout ``<base>/<asset>/<dimension>=<key>/.../<file>``. Writes are atomic: a
+partition is written to a temporary folder and renamed into place, so a killed
+or failed step never leaves a half-written partition and never damages the
+one already stored.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+from dagster import (
+    ConfigurableIOManagerFactory,
+    InputContext,
+    MultiPartitionsDefinition,
+    OutputContext,
+    UPathIOManager,
+)
+from upath import UPath
+
+from defacing_assets.cohort.scan import Scan
+from defacing_assets.imaging.atomic import atomic_directory, atomic_write_bytes
+from defacing_assets.imaging.io import volume_from_bytes, volume_to_bytes
+from defacing_assets.partitions import DIMENSION_NAMES
+
+
+class _PartitionFolders(UPathIOManager):
+    """Names partition folders ``<dimension>=<key>`` instead of bare keys."""
+
+    def get_path_for_partition(
+        self, context: InputContext | OutputContext, path: UPath, partition: str
+    ) -> UPath:
+        definition = context.asset_partitions_def
+        if isinstance(definition, MultiPartitionsDefinition):
+            # UPathIOManager joins the keys with "/" in sorted dimension order;
+            # ids are validated to contain no "/".
+            dimensions = sorted(d.name for d in definition.partitions_defs)
+            parts = [f"{d}={key}" for d, key in zip(dimensions, partition.split("/"), strict=True)]
+        else:
+            name = DIMENSION_NAMES.get(getattr(definition, "name", None) or "", "partition")
+            parts = [f"{name}={partition}"]
+        return path.joinpath(*parts)
+
+
+class ScanIOManager(_PartitionFolders):
+    """A :class:`Scan` as a folder: ``image.nii.gz``, ``labels.nii.gz``, ``scan.json``."""
+
+    def dump_to_path(self, context: OutputContext, obj: Scan, path: UPath) -> None:
+        with atomic_directory(path) as staging:
+            (staging / "image.nii.gz").write_bytes(volume_to_bytes(obj.image))
+            if obj.labels is not None:
+                (staging / "labels.nii.gz").write_bytes(volume_to_bytes(obj.labels))
+            record = {
+                "subject_id": obj.subject_id,
+                "modality": obj.modality,
+                "landmarks": obj.landmarks,
+                "absent_structures": obj.absent_structures,
+                "source": obj.source,
+            }
+            (staging / "scan.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+
+    def load_from_path(self, context: InputContext, path: UPath) -> Scan:
+        record = json.loads((path / "scan.json").read_text())
+        image = volume_from_bytes((path / "image.nii.gz").read_bytes(), str(path / "image.nii.gz"))
+        label_path = path / "labels.nii.gz"
+        labels = (
+            volume_from_bytes(label_path.read_bytes(), str(label_path))
+            if label_path.exists()
+            else None
+        )
+        return Scan(
+            record["subject_id"],
+            image,
+            labels,
+            record["modality"],
+            record["landmarks"],
+            record["absent_structures"],
+            record["source"],
+        )
+
+
+class TableIOManager(_PartitionFolders):
+    """pandas DataFrames as Parquet (pyarrow)."""
+
+    extension = ".parquet"
+
+    def dump_to_path(self, context: OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+        buffer = io.BytesIO()
+        obj.to_parquet(buffer, engine="pyarrow", index=False)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    def load_from_path(self, context: InputContext, path: UPath) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(path.read_bytes()), engine="pyarrow")
+
+
+class ScanStore(ConfigurableIOManagerFactory):
+    """Scans (volumes) under ``base_path`` (a folder or an fsspec URL such as ``s3://``)."""
+
+    base_path: str
+
+    def create_io_manager(self, context) -> ScanIOManager:
+        return ScanIOManager(base_path=UPath(self.base_path))
+
+
+class TableStore(ConfigurableIOManagerFactory):
+    """Tables under ``base_path``."""
+
+    base_path: str
+
+    def create_io_manager(self, context) -> TableIOManager:
+        return TableIOManager(base_path=UPath(self.base_path))
