@@ -27,7 +27,6 @@ def raw_scans(context: AssetExecutionContext, study: StudyConfig):
         raise ValueError(problem)
     source = study.source_for(subject_id)
     scan = read_scan(source, study.roi_names)
-    inputs = [source.path] if source.format == "dicom" else list(source.files)
     voxels = scan.voxels_per_oar()
     yield Output(
         scan,
@@ -37,7 +36,7 @@ def raw_scans(context: AssetExecutionContext, study: StudyConfig):
             "shape": str(scan.image.shape),
             "spacing_mm": str(tuple(round(s, 4) for s in scan.image.spacing)),
             "orientation": scan.image.orientation,
-            "input_sha256": MetadataValue.json(file_sha256(inputs)),
+            "input_sha256": MetadataValue.json(file_sha256([source.path])),
             "voxels_per_oar": MetadataValue.json(voxels),
             "absent_structures": ", ".join(scan.absent_structures) or "none",
             "thumbnail": png_metadata(slice_thumbnail(scan.image, scan.labels), subject_id),

@@ -1,0 +1,99 @@
+"""The command line as a user meets it."""
+
+import os
+import subprocess
+import sys
+
+from defacing_assets.cli import main
+from defacing_assets.imaging import Volume
+from defacing_assets_tests.builders import (
+    AFFINE,
+    tiny_image,
+    tiny_labels,
+    write_bad_subjects,
+    write_good_subject,
+)
+from defacing_assets_tests.cohort.dicom_fixtures import write_dicom_case
+
+
+def test_validate_reports_every_problem_by_file_and_lists_good_subjects(tmp_path, capsys):
+    expected = write_bad_subjects(tmp_path)
+    write_good_subject(tmp_path, "good_1")
+    write_good_subject(tmp_path, "good_2", seed=1)
+    write_good_subject(tmp_path, "bad|id")
+    dicom = tmp_path / "dicom_no_rtstruct"
+    write_dicom_case(
+        dicom, Volume(tiny_image(), AFFINE), Volume(tiny_labels(), AFFINE), {1: "Glnd_Submand_L"}
+    )
+    (dicom / "rtstruct.dcm").unlink()
+
+    assert main(["validate", str(tmp_path)]) == 1
+    output = capsys.readouterr().out
+    assert "ok   good_1 (nifti)" in output and "ok   good_2 (nifti)" in output
+    blocks = output.split("FAIL ")[1:]
+    reported = {block.split("\n")[0]: block for block in blocks}
+    for subject_id, text in expected.items():
+        assert text in reported[subject_id]
+        assert str(tmp_path / subject_id) in reported[subject_id]
+    assert "no RTSTRUCT" in reported["dicom_no_rtstruct"]
+    assert "outside [A-Za-z0-9._-]" in reported["bad|id"]
+    assert f"2 of {len(expected) + 4} subjects ok" in output
+
+
+def test_validate_passes_a_clean_folder(tmp_path, capsys):
+    write_good_subject(tmp_path, "good_1")
+    assert main(["validate", str(tmp_path)]) == 0
+    assert main(["validate", str(tmp_path / "missing")]) == 1
+
+
+def test_synth_writes_a_cohort(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "synth",
+                str(tmp_path),
+                "--subjects",
+                "2",
+                "--seed",
+                "1",
+                "--profile",
+                "ci",
+                "--modality",
+                "CT",
+                "--prefix",
+                "CT",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CT001", "CT002"]
+    assert main(["validate", str(tmp_path)]) == 0
+
+
+def test_demo_materializes_raw_scans_and_reuses_them(tmp_path):
+    study = tmp_path / "study"
+    command = [
+        sys.executable,
+        "-m",
+        "defacing_assets.cli",
+        "demo",
+        "--study",
+        str(study),
+        "--profile",
+        "ci",
+        "--subjects",
+        "2",
+    ]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER", "DEFACING"))}
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "raw_scans 2/2 SYN002 ok" in first.stdout
+    assert "SYN001" in first.stdout.split("subject")[-1]
+    stored = sorted(p.name for p in (study / "store" / "raw_scans").iterdir())
+    assert stored == ["subject=SYN001", "subject=SYN002"]
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert second.returncode == 0
+    assert "raw_scans 1/" not in second.stdout
+    rows = [line.split() for line in second.stdout.splitlines() if line.strip().startswith("SYN")]
+    assert [row[0] for row in rows] == ["SYN001", "SYN002"]
+    assert all(row[-1] == "8" for row in rows), "every OAR present in every subject"
