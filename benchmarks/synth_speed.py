@@ -22,8 +22,10 @@ def main(profiles: list[str]) -> None:
         scan, _ = generate_subject("BENCH", 0, seed=0, profile=profile)
         seconds = time.perf_counter() - started
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-        print(f"{profile}: {seconds:.1f} s per subject, shape {scan.image.shape}, "
-              f"peak RSS so far {peak_gb:.2f} GB")
+        print(
+            f"{profile}: {seconds:.1f} s per subject, shape {scan.image.shape}, "
+            f"peak RSS so far {peak_gb:.2f} GB"
+        )
 
 
 if __name__ == "__main__":
