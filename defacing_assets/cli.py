@@ -44,8 +44,55 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed or not sources else 0
 
 
+def _cmd_defacers(args: argparse.Namespace) -> int:
+    from defacing_assets.defacers.registry import registry
+
+    yaml_path = Path(args.study) / "defacers.yaml" if args.study else None
+    rows = []
+    for name, entry in sorted(registry(yaml_path).items()):
+        ready, why = entry.defacer.available()
+        source = entry.source + (f" (overrides {entry.overrides})" if entry.overrides else "")
+        version = entry.defacer.version() if ready else "-"
+        rows.append((name, source, "available" if ready else f"unavailable: {why}", version))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for name, source, state, version in rows:
+        shown = version if version != "-" else ""
+        print(f"{name:<{widths[0]}}  {source:<{widths[1]}}  {state}  {shown}".rstrip())
+    return 0
+
+
+def _cmd_deface(args: argparse.Namespace) -> int:
+    from defacing_assets.defacers.registry import get_defacer
+    from defacing_assets.imaging import InvalidScanError, image_problems, load_volume, save_volume
+
+    try:
+        defacer = get_defacer(
+            args.method, Path(args.study) / "defacers.yaml" if args.study else None
+        )
+        volume = load_volume(args.input)
+        problems = image_problems(volume)
+        if problems:
+            raise InvalidScanError(args.input, "; ".join(problems))
+    except (KeyError, InvalidScanError) as error:
+        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
+        return 2
+    result = defacer.deface(volume, args.modality)
+    if result.status != "ok":
+        print(f"{args.method} {result.status}: {result.reason}", file=sys.stderr)
+        return 1
+    save_volume(result.image, args.output)
+    if args.kept_mask:
+        save_volume(result.kept_mask, args.kept_mask)
+    print(
+        f"{args.method}: {100 * result.changed_fraction:.2f}% of voxels changed in "
+        f"{result.seconds:.1f} s -> {args.output}"
+    )
+    return 0
+
+
 def _demo_environment(study: Path, profile: str, seed: int) -> dict[str, str]:
     return {
+        "DEFACING_STUDY": str(study),
         "DEFACING_DATA": str(study / "data"),
         "DEFACING_STORAGE": str(study / "store"),
         "DEFACING_PROFILE": profile,
@@ -72,11 +119,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             write_subject(scan, params, data / subject_id)
             print(f"synthesised {subject_id}", flush=True)
 
-    from defacing_assets.orchestration import materialize_raw_scans
+    from defacing_assets.orchestration import run_demo_study
 
-    table = materialize_raw_scans(print_progress=True)
-    print()
-    print(table.to_string(index=False))
+    for title, table in run_demo_study().items():
+        print(f"\n{title}\n{table.to_string(index=False)}")
     print(f"\nstudy folder: {study.resolve()}  (see it in the UI with `make ui`)")
     return 0
 
@@ -100,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check every subject in a data folder")
     validate.add_argument("dir")
     validate.set_defaults(run=_cmd_validate)
+
+    defacers = commands.add_parser("defacers", help="list the defacer registry")
+    defacers.add_argument("--study", default=None, help="study folder holding defacers.yaml")
+    defacers.set_defaults(run=_cmd_defacers)
+
+    deface = commands.add_parser("deface", help="deface one NIfTI image")
+    deface.add_argument("--method", required=True)
+    deface.add_argument("input")
+    deface.add_argument("output")
+    deface.add_argument("--kept-mask", default=None, help="also write the kept-voxel mask")
+    deface.add_argument("--modality", choices=["MR", "CT"], default="MR")
+    deface.add_argument("--study", default=None, help="study folder holding defacers.yaml")
+    deface.set_defaults(run=_cmd_deface)
 
     demo = commands.add_parser("demo", help="synthetic cohort and the study, end to end")
     demo.add_argument("--study", default="demo_study", help="study folder (data, store, instance)")

@@ -1,7 +1,5 @@
 """The one Definitions object: wiring only."""
 
-from __future__ import annotations
-
 from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
@@ -9,9 +7,11 @@ from dagster import (
     Definitions,
 )
 
+from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.resources import study_resources
-from defacing_assets.sensors import subject_discovery_sensor
+from defacing_assets.schedules import nightly_defacing_retry
+from defacing_assets.sensors import defacer_registry_sensor, subject_discovery_sensor
 
 automation_sensor = AutomationConditionSensorDefinition(
     "automation_sensor",
@@ -21,7 +21,8 @@ automation_sensor = AutomationConditionSensorDefinition(
 )
 
 defs = Definitions(
-    assets=[raw_scans],
-    sensors=[subject_discovery_sensor, automation_sensor],
+    assets=[raw_scans, defaced_scans],
+    sensors=[subject_discovery_sensor, defacer_registry_sensor, automation_sensor],
+    schedules=[nightly_defacing_retry],
     resources=study_resources(),
 )

@@ -1,7 +1,8 @@
 """Running the asset graph from the command line (``defacing-assets demo``).
 
 Uses the instance under ``DAGSTER_HOME``, so what the demo materializes is
-what ``dagster dev`` shows, and a second run reuses it.
+what ``dagster dev`` shows, and a second run reuses it: only partitions that
+are not materialized yet are run.
 """
 
 from __future__ import annotations
@@ -10,10 +11,18 @@ import logging
 import time
 
 import pandas as pd
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, materialize
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    AssetsDefinition,
+    DagsterInstance,
+    MultiPartitionKey,
+    materialize,
+)
 
+from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.ingest import raw_scans
-from defacing_assets.partitions import subjects_partitions
+from defacing_assets.partitions import defacers_partitions, subjects_partitions
 from defacing_assets.resources import study_resources
 from defacing_assets.sensors import new_valid_subjects
 
@@ -21,7 +30,7 @@ _log = logging.getLogger("defacing_assets")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _latest_metadata(instance: DagsterInstance, key: AssetKey, partition: str) -> dict:
+def latest_metadata(instance: DagsterInstance, key: AssetKey, partition: str) -> dict:
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
     ).records
@@ -31,39 +40,72 @@ def _latest_metadata(instance: DagsterInstance, key: AssetKey, partition: str) -
     return {name: value.value for name, value in materialization.metadata.items()}
 
 
-def materialize_raw_scans(print_progress: bool = False) -> pd.DataFrame:
-    """Add the data folder's valid subjects and materialize the missing raw_scans."""
-    instance = DagsterInstance.get()
-    resources = study_resources()
-    existing = set(instance.get_dynamic_partitions(subjects_partitions.name))
-    new = new_valid_subjects(resources["study"], existing, _log)
-    if new:
-        instance.add_dynamic_partitions(subjects_partitions.name, new)
-    subjects = sorted(instance.get_dynamic_partitions(subjects_partitions.name))
-    key = AssetKey("raw_scans")
-    done = instance.get_materialized_partitions(key)
-    missing = [s for s in subjects if s not in done]
-    started = time.monotonic()
-    for count, subject in enumerate(missing, start=1):
+def materialize_missing(
+    instance: DagsterInstance,
+    asset: AssetsDefinition,
+    keys: list[str],
+    resources: dict,
+    upstream: list[AssetsDefinition],
+) -> list[str]:
+    """One run per partition not materialized yet; returns the keys whose run failed."""
+    done = instance.get_materialized_partitions(asset.key)
+    missing = [key for key in keys if key not in done]
+    started, failed = time.monotonic(), []
+    for count, key in enumerate(missing, start=1):
         result = materialize(
-            [raw_scans],
-            partition_key=subject,
+            [asset, *upstream],
+            selection=[asset.key],
+            partition_key=key,
             instance=instance,
             resources=resources,
             raise_on_error=False,
             run_config=_QUIET,
         )
-        if print_progress:
-            status = "ok" if result.success else "FAILED"
-            elapsed = time.monotonic() - started
-            print(
-                f"raw_scans {count}/{len(missing)} {subject} {status} ({elapsed:.0f}s)", flush=True
-            )
-    rows = []
+        if not result.success:
+            failed.append(key)
+        elapsed = time.monotonic() - started
+        eta = elapsed / count * (len(missing) - count)
+        print(
+            f"{asset.key.to_user_string()} {count}/{len(missing)} {key} "
+            f"{'ok' if result.success else 'FAILED'} ({elapsed:.0f}s, ETA {eta:.0f}s)",
+            flush=True,
+        )
+    return failed
+
+
+def register_partitions(instance: DagsterInstance, resources: dict) -> None:
+    """What the two sensors do each tick, done once: new subjects and defacers."""
+    study = resources["study"]
+    existing = set(instance.get_dynamic_partitions(subjects_partitions.name))
+    new = new_valid_subjects(study, existing, _log)
+    if new:
+        instance.add_dynamic_partitions(subjects_partitions.name, new)
+    known = set(instance.get_dynamic_partitions(defacers_partitions.name))
+    ready = [
+        name
+        for name, entry in sorted(study.defacers().items())
+        if name not in known and entry.defacer.available()[0]
+    ]
+    if ready:
+        instance.add_dynamic_partitions(defacers_partitions.name, ready)
+
+
+def run_demo_study() -> dict[str, pd.DataFrame]:
+    """Materialize every missing partition of the graph; return the summary tables."""
+    instance = DagsterInstance.get()
+    resources = study_resources()
+    register_partitions(instance, resources)
+    subjects = sorted(instance.get_dynamic_partitions(subjects_partitions.name))
+    defacers = sorted(instance.get_dynamic_partitions(defacers_partitions.name))
+    materialize_missing(instance, raw_scans, subjects, resources, [])
+    pairs = [MultiPartitionKey({"subject": s, "defacer": d}) for d in defacers for s in subjects]
+    materialize_missing(instance, defaced_scans, pairs, resources, [raw_scans])
+
+    ingest_rows = []
     for subject in subjects:
-        metadata = _latest_metadata(instance, key, subject)
+        metadata = latest_metadata(instance, raw_scans.key, subject)
         voxels = metadata.get("voxels_per_oar", {})
-        rows.append(
+        ingest_rows.append(
             {
                 "subject": subject,
                 "modality": metadata.get("modality", "?"),
@@ -72,4 +114,28 @@ def materialize_raw_scans(print_progress: bool = False) -> pd.DataFrame:
                 "OARs present": sum(1 for n in voxels.values() if n),
             }
         )
-    return pd.DataFrame(rows)
+    defacing_rows = []
+    for defacer in defacers:
+        records = [
+            latest_metadata(instance, defaced_scans.key, pair)
+            for pair in pairs
+            if pair.keys_by_dimension["defacer"] == defacer
+        ]
+        ok = [r for r in records if r.get("status") == "ok"]
+        defacing_rows.append(
+            {
+                "defacer": defacer,
+                "ok": len(ok),
+                "failed": sum(r.get("status") == "failed" for r in records),
+                "mean % voxels changed": round(
+                    sum(r["percent_voxels_changed"] for r in ok) / max(len(ok), 1), 2
+                ),
+                "mean seconds": round(
+                    sum(r.get("seconds", 0) for r in records) / max(len(records), 1), 2
+                ),
+            }
+        )
+    return {
+        "Subjects (raw_scans)": pd.DataFrame(ingest_rows),
+        "Defacing (defaced_scans)": pd.DataFrame(defacing_rows),
+    }

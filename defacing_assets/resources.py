@@ -1,20 +1,23 @@
 """Resources: the study's configuration, chosen per environment in one place.
 
 Asset bodies never read the environment: :func:`study_resources` does, once,
-when the Definitions are built (``DEFACING_DATA``, ``DEFACING_PROFILE``,
+when the Definitions are built (``DEFACING_STUDY``, ``DEFACING_DATA``, ``DEFACING_PROFILE``,
 ``DEFACING_SEED``, ``DEFACING_STORAGE``).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from dagster import ConfigurableResource
 
 from defacing_assets.cohort.sources import SubjectSource, discover_subjects
+from defacing_assets.defacers.registry import DEFACERS_FILE, RegisteredDefacer, registry
 from defacing_assets.profiles import get_profile
 
-DEFAULT_DATA = "demo_study/data"
+DEFAULT_STUDY = "demo_study"
+DEFAULT_DATA = f"{DEFAULT_STUDY}/data"
 DEFAULT_STORAGE = ".defacing_store"
 
 
@@ -23,12 +26,14 @@ class StudyConfig(ConfigurableResource):
 
     Attributes:
         data_root: folder (see ``cohort.sources`` for the accepted layouts).
+        study_dir: the study folder, holding ``defacers.yaml`` (user-added tools).
         profile: ``paper``, ``demo`` or ``ci``.
         seed: seeds the synthetic cohort and, later, folds and training.
         roi_names: site-specific ROI name -> label (1..8), over the built-in matching.
     """
 
     data_root: str = DEFAULT_DATA
+    study_dir: str = DEFAULT_STUDY
     profile: str = "demo"
     seed: int = 0
     roi_names: dict[str, int] = {}
@@ -46,18 +51,24 @@ class StudyConfig(ConfigurableResource):
     def validated_profile(self) -> str:
         return get_profile(self.profile).name
 
+    def defacers(self) -> dict[str, RegisteredDefacer]:
+        """The registry as this study sees it (built-ins, plugins, its defacers.yaml)."""
+        return registry(Path(self.study_dir) / DEFACERS_FILE)
+
 
 def study_resources() -> dict:
     """All resources for one environment, from environment variables with local defaults."""
-    from defacing_assets.storage import ScanStore, TableStore
+    from defacing_assets.storage import DefacedScanStore, ScanStore, TableStore
 
     storage = os.environ.get("DEFACING_STORAGE", DEFAULT_STORAGE)
     return {
         "study": StudyConfig(
             data_root=os.environ.get("DEFACING_DATA", DEFAULT_DATA),
+            study_dir=os.environ.get("DEFACING_STUDY", DEFAULT_STUDY),
             profile=os.environ.get("DEFACING_PROFILE", "demo"),
             seed=int(os.environ.get("DEFACING_SEED", "0")),
         ),
         "scan_io_manager": ScanStore(base_path=storage),
+        "defaced_io_manager": DefacedScanStore(base_path=storage),
         "io_manager": TableStore(base_path=storage),
     }

@@ -1,9 +1,13 @@
-"""Sensors: new subjects in the data folder become partitions."""
+"""Sensors: new subjects and newly available defacers become partitions.
+
+Automation (``AutomationCondition.eager()`` on the assets, evaluated by the
+automation sensor) then requests exactly the partitions that are missing.
+"""
 
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, sensor
 
 from defacing_assets.cohort.sources import id_problems, validate_source
-from defacing_assets.partitions import subjects_partitions
+from defacing_assets.partitions import defacers_partitions, subjects_partitions
 from defacing_assets.resources import StudyConfig
 
 
@@ -49,3 +53,22 @@ def subject_discovery_sensor(context: SensorEvaluationContext, study: StudyConfi
         return SensorResult(skip_reason="no new valid subjects")
     context.log.info(f"adding subjects {', '.join(new)}")
     return SensorResult(dynamic_partitions_requests=[subjects_partitions.build_add_request(new)])
+
+
+@sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
+def defacer_registry_sensor(context: SensorEvaluationContext, study: StudyConfig):
+    """Add every registered defacer that can run here and is not yet a partition."""
+    existing = set(context.instance.get_dynamic_partitions(defacers_partitions.name))
+    new = []
+    for name, entry in sorted(study.defacers().items()):
+        if name in existing:
+            continue
+        ready, why = entry.defacer.available()
+        if ready:
+            new.append(name)
+        else:
+            context.log.debug(f"defacer {name} ({entry.source}) unavailable: {why}")
+    if not new:
+        return SensorResult(skip_reason="no newly available defacers")
+    context.log.info(f"adding defacers {', '.join(new)}")
+    return SensorResult(dynamic_partitions_requests=[defacers_partitions.build_add_request(new)])

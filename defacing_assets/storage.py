@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import ClassVar
 
 import pandas as pd
 from dagster import (
@@ -22,6 +23,7 @@ from dagster import (
 from upath import UPath
 
 from defacing_assets.cohort.scan import Scan
+from defacing_assets.defacers.base import DefacingResult
 from defacing_assets.imaging.atomic import atomic_directory, atomic_write_bytes
 from defacing_assets.imaging.io import volume_from_bytes, volume_to_bytes
 from defacing_assets.partitions import DIMENSION_NAMES
@@ -82,6 +84,31 @@ class ScanIOManager(_PartitionFolders):
         )
 
 
+class DefacedScanIOManager(_PartitionFolders):
+    """A :class:`DefacingResult` as ``image.nii.gz``, ``kept_mask.nii.gz``, ``result.json``.
+
+    A failed method stores only ``result.json`` (status and reason): failure is data.
+    """
+
+    def dump_to_path(self, context: OutputContext, obj: DefacingResult, path: UPath) -> None:
+        with atomic_directory(path) as staging:
+            if obj.image is not None:
+                (staging / "image.nii.gz").write_bytes(volume_to_bytes(obj.image))
+                (staging / "kept_mask.nii.gz").write_bytes(volume_to_bytes(obj.kept_mask))
+            (staging / "result.json").write_text(json.dumps(obj.record(), indent=1, sort_keys=True))
+
+    def load_from_path(self, context: InputContext, path: UPath) -> DefacingResult:
+        record = json.loads((path / "result.json").read_text())
+        image = kept = None
+        if (path / "image.nii.gz").exists():
+            image = volume_from_bytes(
+                (path / "image.nii.gz").read_bytes(), str(path / "image.nii.gz")
+            )
+            mask_path = path / "kept_mask.nii.gz"
+            kept = volume_from_bytes(mask_path.read_bytes(), str(mask_path))
+        return DefacingResult(image=image, kept_mask=kept, **record)
+
+
 class TableIOManager(_PartitionFolders):
     """pandas DataFrames as Parquet (pyarrow)."""
 
@@ -96,19 +123,29 @@ class TableIOManager(_PartitionFolders):
         return pd.read_parquet(io.BytesIO(path.read_bytes()), engine="pyarrow")
 
 
-class ScanStore(ConfigurableIOManagerFactory):
-    """Scans (volumes) under ``base_path`` (a folder or an fsspec URL such as ``s3://``)."""
+class _Store(ConfigurableIOManagerFactory):
+    """An IO manager rooted at ``base_path`` (a folder or an fsspec URL such as ``s3://``)."""
 
     base_path: str
+    manager_class: ClassVar[type[UPathIOManager]]
 
-    def create_io_manager(self, context) -> ScanIOManager:
-        return ScanIOManager(base_path=UPath(self.base_path))
+    def create_io_manager(self, context) -> UPathIOManager:
+        return self.manager_class(base_path=UPath(self.base_path))
 
 
-class TableStore(ConfigurableIOManagerFactory):
-    """Tables under ``base_path``."""
+class ScanStore(_Store):
+    """Ingested scans."""
 
-    base_path: str
+    manager_class = ScanIOManager
 
-    def create_io_manager(self, context) -> TableIOManager:
-        return TableIOManager(base_path=UPath(self.base_path))
+
+class DefacedScanStore(_Store):
+    """Defacing results."""
+
+    manager_class = DefacedScanIOManager
+
+
+class TableStore(_Store):
+    """Tables (Parquet)."""
+
+    manager_class = TableIOManager

@@ -10,6 +10,7 @@ from dagster import (
     AssetKey,
     DagsterInstance,
     Definitions,
+    MultiPartitionsDefinition,
     build_sensor_context,
     evaluate_automation_conditions,
     materialize,
@@ -55,16 +56,25 @@ def test_dagster_cli_validates_the_project():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _partitions(definition) -> str:
+    if isinstance(definition, MultiPartitionsDefinition):
+        return " x ".join(f"{d.name}:{d.partitions_def.name}" for d in definition.partitions_defs)
+    return definition.name
+
+
 def test_snapshot_of_assets_and_partitions():
     graph = defs.resolve_asset_graph()
     snapshot = {
         key.to_user_string(): (
-            getattr(graph.get(key).partitions_def, "name", None),
+            _partitions(graph.get(key).partitions_def),
             sorted(k.to_user_string() for k in graph.get(key).parent_keys),
         )
         for key in graph.get_all_asset_keys()
     }
-    assert snapshot == {"raw_scans": ("subjects", [])}
+    assert snapshot == {
+        "raw_scans": ("subjects", []),
+        "defaced_scans": ("defacer:defacers x subject:subjects", ["raw_scans"]),
+    }
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"geometry_consistent", "labels_present"}
 

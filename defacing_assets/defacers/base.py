@@ -32,6 +32,17 @@ class DefacingResult:
     command: str
     seconds: float
 
+    def record(self) -> dict:
+        """Everything but the volumes, as JSON-ready values."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "tool": self.tool,
+            "version": self.version,
+            "command": self.command,
+            "seconds": round(self.seconds, 3),
+        }
+
     @property
     def changed_fraction(self) -> float:
         if self.kept_mask is None:

@@ -13,6 +13,13 @@ import numpy as np  # noqa: E402
 from defacing_assets.imaging.volume import Volume  # noqa: E402
 
 
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def _display_window(array: np.ndarray) -> tuple[float, float]:
     low, high = np.percentile(array, [1, 99.5])
     return float(low), float(max(high, low + 1e-6))
@@ -47,7 +54,26 @@ def slice_thumbnail(
             axes.contour(label_slice.T, levels=np.arange(0.5, 9), cmap="tab10", linewidths=0.8)
     axes.set_axis_off()
     figure.tight_layout(pad=0)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
+
+
+def before_after_thumbnail(before: Volume, after: Volume) -> bytes:
+    """Mid-sagittal slices side by side, same window: what a defacer took away."""
+    images = [before.to_canonical(), after.to_canonical()]
+    index = images[0].shape[0] // 2
+    low, high = _display_window(images[0].array)
+    spacing = images[0].spacing
+    figure, axes = plt.subplots(1, 2, figsize=(5.0, 2.8), dpi=80)
+    for axis, image, title in zip(axes, images, ("before", "after"), strict=True):
+        axis.imshow(
+            image.array[index].T.astype(float),
+            origin="lower",
+            cmap="gray",
+            vmin=low,
+            vmax=high,
+            aspect=spacing[2] / spacing[1],
+        )
+        axis.set_title(title, fontsize=8)
+        axis.set_axis_off()
+    figure.tight_layout(pad=0.2)
+    return _png(figure)
