@@ -14,7 +14,8 @@ $(BIN)/python:
 # CPU torch first when none is present: a bare `torch` requirement pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,dicom]"
+	$(BIN)/pip install --quiet -e ".[dev,dicom,deepdefacer]"
+	$(BIN)/pip install --quiet --no-deps deepdefacer==2.1.2
 	touch $@
 
 install: $(VENV)/.installed

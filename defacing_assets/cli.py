@@ -44,12 +44,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed or not sources else 0
 
 
+def _study_defacers(study: str | None) -> Path | None:
+    return Path(study) / "defacers.yaml" if study else None
+
+
 def _cmd_defacers(args: argparse.Namespace) -> int:
     from defacing_assets.defacers.registry import registry
+    from defacing_assets.defacers.yaml_config import DefacerConfigError
 
-    yaml_path = Path(args.study) / "defacers.yaml" if args.study else None
+    try:
+        known = registry(_study_defacers(args.study))
+    except DefacerConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     rows = []
-    for name, entry in sorted(registry(yaml_path).items()):
+    for name, entry in sorted(known.items()):
         ready, why = entry.defacer.available()
         source = entry.source + (f" (overrides {entry.overrides})" if entry.overrides else "")
         version = entry.defacer.version() if ready else "-"

@@ -1,5 +1,6 @@
 """The command line as a user meets it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,74 @@ def test_demo_materializes_raw_scans_and_reuses_them(tmp_path):
     rows = [line.split() for line in second.stdout.splitlines() if line.strip().startswith("SYN")]
     assert [row[0] for row in rows] == ["SYN001", "SYN002"]
     assert all(row[-1] == "8" for row in rows), "every OAR present in every subject"
+
+
+def test_defacers_lists_every_method_with_truthful_availability(capsys):
+    assert main(["defacers"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    for name in (
+        "original",
+        "pydeface",
+        "fsl_deface",
+        "mri_deface",
+        "afni_refacer",
+        "mask_face",
+        "defacer",
+    ):
+        assert name in lines
+    assert "  available" in lines["pydeface"]
+    assert "unavailable: fsl_deface" in lines["fsl_deface"]
+
+
+def test_bad_study_defacers_yaml_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "defacers.yaml").write_text("defacers:\n  mine:\n    comand: x {input}\n")
+    assert main(["defacers", "--study", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "defacers.yaml" in error and "comand" in error and "command" in error
+
+
+def test_deface_removes_the_face_of_a_synthetic_subject(tmp_path, ci_cohort, capsys):
+    from defacing_assets.imaging import load_volume
+
+    out, kept = tmp_path / "defaced.nii.gz", tmp_path / "kept.nii.gz"
+    source = ci_cohort / "SYN001"
+    assert (
+        main(
+            [
+                "deface",
+                "--method",
+                "pydeface",
+                str(source / "image.nii.gz"),
+                str(out),
+                "--kept-mask",
+                str(kept),
+            ]
+        )
+        == 0
+    )
+    mask = load_volume(kept)
+    landmarks = json.loads((source / "landmarks.json").read_text())
+    for point in landmarks.values():
+        index = tuple(int(round(v)) for v in mask.world_to_voxel(point)[0])
+        assert mask.array[index] == 0
+    assert "% of voxels changed" in capsys.readouterr().out
+
+
+def test_deface_refuses_bad_input_and_unknown_methods(tmp_path, capsys):
+    (tmp_path / "junk.nii.gz").write_bytes(b"junk")
+    assert (
+        main(
+            [
+                "deface",
+                "--method",
+                "pydeface",
+                str(tmp_path / "junk.nii.gz"),
+                str(tmp_path / "o.nii.gz"),
+            ]
+        )
+        == 2
+    )
+    assert "junk.nii.gz: not a NIfTI file" in capsys.readouterr().err
+    assert main(["deface", "--method", "nope", "a", "b"]) == 2
+    assert "unknown defacer 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "o.nii.gz").exists()

@@ -1,8 +1,8 @@
 """defaced_scans in Dagster: storage, failures as data, sensor, automation, schedule."""
 
 import sys
-from datetime import UTC, datetime
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest

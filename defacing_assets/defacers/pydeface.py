@@ -8,17 +8,25 @@ template's field of view also gets mask 0 and is removed: on head-and-neck
 scans that is the whole lower neck, which is why pydeface erased the level III
 nodes of 45 of 55 patients in the study and kept only the brain on CT. This
 reproduces that by default (``keep_outside_template=True`` turns it off).
+
+Engines: ``simpleitk`` (default where FSL is absent) runs the algorithm above;
+``fsl`` runs the real ``pydeface`` command (which calls FLIRT), chosen
+automatically when ``FSLDIR`` is set and ``flirt`` is on the PATH.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from importlib import metadata
+from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
 
 from defacing_assets.cohort.phantom import template_path
 from defacing_assets.defacers.base import Defacer, DefacingFailed, MethodOutput
+from defacing_assets.defacers.external import CommandLineDefacer, ToolSpec
 from defacing_assets.imaging.io import load_volume
 from defacing_assets.imaging.resample import to_sitk
 from defacing_assets.imaging.volume import Volume
@@ -64,21 +72,59 @@ def check_transform(transform: sitk.CompositeTransform) -> None:
         raise DefacingFailed(f"registration diverged: affine scales {scales} outside {low}..{high}")
 
 
+PYDEFACE_CLI = ToolSpec(
+    name="pydeface",
+    command="pydeface --outfile {output} --force {input}",
+    outputs=("{output}",),
+    environment={"FSLOUTPUTTYPE": "NIFTI_GZ"},
+    requires_programs=("flirt",),
+    description="the real pydeface command (FSL FLIRT)",
+)
+
+
+def fsl_available() -> bool:
+    return bool(os.environ.get("FSLDIR")) and shutil.which("flirt") is not None
+
+
 class Pydeface(Defacer):
     name = "pydeface"
     tool = "pydeface"
 
-    def __init__(self, keep_outside_template: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        keep_outside_template: bool = False,
+        seed: int = 0,
+        engine: Literal["auto", "simpleitk", "fsl"] = "auto",
+    ) -> None:
+        if engine not in ("auto", "simpleitk", "fsl"):
+            raise ValueError(f"engine must be 'auto', 'simpleitk' or 'fsl', got {engine!r}")
         self.keep_outside_template = keep_outside_template
         self.seed = seed
+        self.engine = engine
+
+    def _fsl(self) -> CommandLineDefacer | None:
+        """The real command when asked for, or when FSL is installed and not ruled out."""
+        if self.engine == "fsl" or (self.engine == "auto" and fsl_available()):
+            return CommandLineDefacer(PYDEFACE_CLI)
+        return None
+
+    def available(self) -> tuple[bool, str]:
+        fsl = self._fsl()
+        return fsl.available() if fsl is not None else (True, "")
 
     def version(self) -> str:
+        fsl = self._fsl()
+        if fsl is not None:
+            return f"pydeface CLI {fsl.version()}"
         return (
             f"pydeface {metadata.version('pydeface')} template, "
             f"SimpleITK {sitk.Version.VersionString()}"
         )
 
     def compute(self, volume: Volume, modality: str) -> MethodOutput:
+        fsl = self._fsl()
+        if fsl is not None:
+            return fsl.compute(volume, modality)
         scan = to_sitk(volume.with_array(volume.array.astype(np.float32)))
         template = to_sitk(load_volume(str(template_path())))
         face_mask = to_sitk(load_volume(str(template_path("facemask.nii.gz"))))

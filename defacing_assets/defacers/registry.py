@@ -20,8 +20,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from defacing_assets.defacers.base import Defacer
+from defacing_assets.defacers.deepdefacer import DeepDefacer
 from defacing_assets.defacers.original import Original
 from defacing_assets.defacers.pydeface import Pydeface
+from defacing_assets.defacers.quickshear import Quickshear
 
 ENTRY_POINT_GROUP = "defacing_assets.defacers"
 DEFACERS_FILE = "defacers.yaml"
@@ -37,7 +39,7 @@ class RegisteredDefacer:
 
 
 def _python_builtins() -> list[Defacer]:
-    return [Original(), Pydeface()]
+    return [Original(), Pydeface(), Quickshear(), DeepDefacer()]
 
 
 def _command_line_defacers(specs: dict, source: str) -> dict[str, tuple[Defacer, str]]:

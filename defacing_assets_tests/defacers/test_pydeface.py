@@ -1,5 +1,8 @@
 """pydeface as the platform runs it: the face goes, and so does the neck below the template."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -78,3 +81,39 @@ def test_registry_lists_builtins_and_identity_keeps_everything(subjects):
     np.testing.assert_array_equal(result.image.array, subjects[0].image.array)
     with pytest.raises(KeyError, match="unknown defacer 'nope'"):
         get_defacer("nope")
+
+
+STAND_IN_PYDEFACE = """#!{python}
+import argparse
+import nibabel as nib
+import numpy as np
+parser = argparse.ArgumentParser()
+parser.add_argument("infile")
+parser.add_argument("--outfile", required=True)
+parser.add_argument("--force", action="store_true")
+args = parser.parse_args()
+image = nib.load(args.infile)
+data = np.asanyarray(image.dataobj).copy()
+data[:, -5:, :] = 0
+nib.save(nib.Nifti1Image(data, image.affine), args.outfile)
+"""
+
+
+def test_fsl_engine_runs_the_real_command_when_fsl_is_installed(tmp_path, monkeypatch, subjects):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pydeface").write_text(STAND_IN_PYDEFACE.format(python=sys.executable))
+    (bin_dir / "flirt").write_text("#!/bin/sh\nexit 0\n")
+    for program in bin_dir.iterdir():
+        program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FSLDIR", str(tmp_path))
+    image = subjects[0].image
+    result = Pydeface().deface(image)
+    assert result.status == "ok", result.reason
+    assert result.command.startswith("pydeface --outfile")
+    kept = result.kept_mask.array.astype(bool)
+    np.testing.assert_array_equal(kept[:, -5:, :], image.array[:, -5:, :] == 0)
+    assert kept[:, :-5, :].all()
+    np.testing.assert_array_equal(result.image.array, image.array * result.kept_mask.array)
+    assert Pydeface(engine="simpleitk").deface(image).command.startswith("SimpleITK")
