@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from defacing_assets.cohort.sources import discover_subjects, id_problems, validate_source
@@ -99,6 +100,47 @@ def _cmd_deface(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_qc(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from defacing_assets.cohort.scan import Scan
+    from defacing_assets.defacers.base import DefacingResult
+    from defacing_assets.imaging import InvalidScanError, load_volume
+    from defacing_assets.qc.render import montage, save_png
+    from defacing_assets.qc.verdict import assess, assess_alone
+
+    try:
+        defaced = load_volume(args.input)
+        original = load_volume(args.original) if args.original else None
+        if original is not None and not original.same_grid(defaced):
+            raise InvalidScanError(
+                args.original,
+                f"grid {original.shape} differs from "
+                f"{args.input} {defaced.shape}: not its original",
+            )
+    except InvalidScanError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if original is None:
+        verdict = assess_alone(defaced, args.modality)
+    else:
+        landmarks_file = Path(args.original).parent / "landmarks.json"
+        landmarks = json.loads(landmarks_file.read_text()) if landmarks_file.exists() else None
+        scan = Scan(Path(args.original).parent.name, original, None, args.modality, landmarks)
+        kept = defaced.with_array((defaced.array == original.array).astype(np.uint8))
+        result = DefacingResult(defaced, kept, "ok", "", "", "", "", 0.0)
+        verdict = assess(scan, result, "given")
+    if args.render:
+        save_png(montage(verdict.renders), args.render)
+    if args.json:
+        print(json.dumps(verdict.cli_summary(), indent=1))
+    else:
+        print(f"{'PASSED' if verdict.passed else 'FAILED'}: {verdict.reason}")
+    return 0 if verdict.passed else 1
+
+
 def _demo_environment(study: Path, profile: str, seed: int) -> dict[str, str]:
     return {
         "DEFACING_STUDY": str(study),
@@ -118,7 +160,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     n_subjects = args.subjects or profile.n_subjects
     environment = _demo_environment(study, profile.name, args.seed)
     os.environ.update(environment)
-    Path(environment["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(environment["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
     data = study / "data"
     for index in range(n_subjects):
@@ -130,8 +175,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from defacing_assets.orchestration import run_demo_study
 
-    for title, table in run_demo_study().items():
-        print(f"\n{title}\n{table.to_string(index=False)}")
+    for title, text in run_demo_study():
+        print(f"\n{title}\n{text}")
     print(f"\nstudy folder: {study.resolve()}  (see it in the UI with `make ui`)")
     return 0
 
@@ -169,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     deface.add_argument("--study", default=None, help="study folder holding defacers.yaml")
     deface.set_defaults(run=_cmd_deface)
 
+    qc = commands.add_parser("qc", help="is the face gone? renders, detectors, landmarks")
+    qc.add_argument("input", help="the defaced scan")
+    qc.add_argument("--original", default=None, help="the scan before defacing")
+    qc.add_argument("--modality", choices=["MR", "CT"], default="MR")
+    qc.add_argument("--json", action="store_true", help="print one JSON object")
+    qc.add_argument("--render", default=None, help="write the five renders as one PNG")
+    qc.set_defaults(run=_cmd_qc)
+
     demo = commands.add_parser("demo", help="synthetic cohort and the study, end to end")
     demo.add_argument("--study", default="demo_study", help="study folder (data, store, instance)")
     demo.add_argument("--profile", choices=list(PROFILES), default="demo")
@@ -179,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*is currently in beta")
     args = build_parser().parse_args(argv)
     return args.run(args)
 

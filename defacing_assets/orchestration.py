@@ -22,6 +22,7 @@ from dagster import (
 
 from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.ingest import raw_scans
+from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
 from defacing_assets.partitions import defacers_partitions, subjects_partitions
 from defacing_assets.resources import study_resources
 from defacing_assets.sensors import new_valid_subjects
@@ -30,9 +31,10 @@ _log = logging.getLogger("defacing_assets")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def latest_metadata(instance: DagsterInstance, key: AssetKey, partition: str) -> dict:
+def latest_metadata(instance: DagsterInstance, key: AssetKey, partition: str | None) -> dict:
+    partitions = [partition] if partition is not None else None
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        AssetRecordsFilter(asset_key=key, asset_partitions=partitions), limit=1
     ).records
     if not records:
         return {}
@@ -90,8 +92,8 @@ def register_partitions(instance: DagsterInstance, resources: dict) -> None:
         instance.add_dynamic_partitions(defacers_partitions.name, ready)
 
 
-def run_demo_study() -> dict[str, pd.DataFrame]:
-    """Materialize every missing partition of the graph; return the summary tables."""
+def run_demo_study() -> list[tuple[str, str]]:
+    """Materialize every missing partition of the graph; return titled summaries to print."""
     instance = DagsterInstance.get()
     resources = study_resources()
     register_partitions(instance, resources)
@@ -100,6 +102,19 @@ def run_demo_study() -> dict[str, pd.DataFrame]:
     materialize_missing(instance, raw_scans, subjects, resources, [])
     pairs = [MultiPartitionKey({"subject": s, "defacer": d}) for d in defacers for s in subjects]
     materialize_missing(instance, defaced_scans, pairs, resources, [raw_scans])
+    for asset in (qc_labels, voxel_ratios):
+        materialize_missing(instance, asset, pairs, resources, [raw_scans, defaced_scans])
+    summaries = [study_cohort, voxel_loss]
+    graph = [raw_scans, defaced_scans, qc_labels, voxel_ratios, *summaries]
+    result = materialize(
+        graph,
+        selection=summaries,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+        run_config=_QUIET,
+    )
+    print(f"study_cohort, voxel_loss {'ok' if result.success else 'FAILED'}", flush=True)
 
     ingest_rows = []
     for subject in subjects:
@@ -135,7 +150,34 @@ def run_demo_study() -> dict[str, pd.DataFrame]:
                 ),
             }
         )
-    return {
-        "Subjects (raw_scans)": pd.DataFrame(ingest_rows),
-        "Defacing (defaced_scans)": pd.DataFrame(defacing_rows),
-    }
+    cohort = latest_metadata(instance, study_cohort.key, None)
+    loss = latest_metadata(instance, voxel_loss.key, None)
+    qc_rows = []
+    for defacer in defacers:
+        records = [
+            latest_metadata(instance, qc_labels.key, pair)
+            for pair in pairs
+            if pair.keys_by_dimension["defacer"] == defacer
+        ]
+        qc_rows.append(
+            {
+                "defacer": defacer,
+                "QC passed": sum(bool(r.get("passed")) for r in records),
+                "of": len(records),
+            }
+        )
+    return [
+        ("Subjects (raw_scans)", pd.DataFrame(ingest_rows).to_string(index=False)),
+        ("Defacing (defaced_scans)", pd.DataFrame(defacing_rows).to_string(index=False)),
+        ("Face QC (qc_labels)", pd.DataFrame(qc_rows).to_string(index=False)),
+        (
+            "Study cohort (study_cohort)",
+            f"{cohort.get('usable_subjects', 0)} usable subjects; compared methods: "
+            f"{cohort.get('compared_methods', '-')}",
+        ),
+        (
+            "Table 1: OARs completely removed after successful defacing (voxel_loss)",
+            loss.get("table1", "voxel_loss not materialized"),
+        ),
+        ("Figure 2: kept-voxel ratio per OAR", loss.get("figure2_path", "-")),
+    ]

@@ -30,6 +30,8 @@ class StudyConfig(ConfigurableResource):
         profile: ``paper``, ``demo`` or ``ci``.
         seed: seeds the synthetic cohort and, later, folds and training.
         roi_names: site-specific ROI name -> label (1..8), over the built-in matching.
+        compared_methods: defacers the cohort must pass; empty = every method that
+            passed QC at least once (as the study did).
     """
 
     data_root: str = DEFAULT_DATA
@@ -37,6 +39,7 @@ class StudyConfig(ConfigurableResource):
     profile: str = "demo"
     seed: int = 0
     roi_names: dict[str, int] = {}
+    compared_methods: list[str] = []
 
     def subject_sources(self) -> tuple[list[SubjectSource], list[str]]:
         return discover_subjects(self.data_root)

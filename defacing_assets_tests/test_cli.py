@@ -89,7 +89,8 @@ def test_demo_materializes_raw_scans_and_reuses_them(tmp_path):
     first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "raw_scans 2/2 SYN002 ok" in first.stdout
-    assert "SYN001" in first.stdout.split("subject")[-1]
+    assert "Table 1: OARs completely removed" in first.stdout
+    assert "2 usable subjects; compared methods: original, pydeface" in first.stdout
     stored = sorted(p.name for p in (study / "store" / "raw_scans").iterdir())
     assert stored == ["subject=SYN001", "subject=SYN002"]
     second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
@@ -169,3 +170,39 @@ def test_deface_refuses_bad_input_and_unknown_methods(tmp_path, capsys):
     assert main(["deface", "--method", "nope", "a", "b"]) == 2
     assert "unknown defacer 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_qc_json_agrees_with_truth_for_pydeface_and_the_original(tmp_path, ci_cohort, capsys):
+    source = ci_cohort / "SYN002"
+    defaced = tmp_path / "defaced.nii.gz"
+    assert main(["deface", "--method", "pydeface", str(source / "image.nii.gz"), str(defaced)]) == 0
+    capsys.readouterr()
+    render = tmp_path / "renders.png"
+    assert (
+        main(
+            [
+                "qc",
+                str(defaced),
+                "--original",
+                str(source / "image.nii.gz"),
+                "--json",
+                "--render",
+                str(render),
+            ]
+        )
+        == 0
+    )
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["face_detected"] is False and verdict["passed"] is True
+    assert verdict["eyes_removed"] and verdict["nose_removed"] and verdict["mouth_removed"]
+    assert set(verdict["views"]) == {
+        "frontal",
+        "oblique_left",
+        "oblique_right",
+        "profile_left",
+        "profile_right",
+    }
+    assert render.read_bytes()[:4] == b"\x89PNG"
+    assert main(["qc", str(source / "image.nii.gz"), "--json"]) == 1
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["face_detected"] is True and alone["eyes_removed"] is None

@@ -56,7 +56,9 @@ def test_dagster_cli_validates_the_project():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _partitions(definition) -> str:
+def _partitions(definition) -> str | None:
+    if definition is None:
+        return None
     if isinstance(definition, MultiPartitionsDefinition):
         return " x ".join(f"{d.name}:{d.partitions_def.name}" for d in definition.partitions_defs)
     return definition.name
@@ -74,9 +76,13 @@ def test_snapshot_of_assets_and_partitions():
     assert snapshot == {
         "raw_scans": ("subjects", []),
         "defaced_scans": ("defacer:defacers x subject:subjects", ["raw_scans"]),
+        "qc_labels": ("defacer:defacers x subject:subjects", ["defaced_scans", "raw_scans"]),
+        "voxel_ratios": ("defacer:defacers x subject:subjects", ["defaced_scans", "raw_scans"]),
+        "study_cohort": (None, ["qc_labels"]),
+        "voxel_loss": (None, ["qc_labels", "voxel_ratios"]),
     }
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"geometry_consistent", "labels_present"}
+    assert checks == {"geometry_consistent", "labels_present", "original_shows_face"}
 
 
 def test_raw_scans_for_two_subjects(ci_cohort, tmp_path, instance):

@@ -77,8 +77,6 @@ def select_cohort(
             excluded.append({"subject": subject, "reason": "; ".join(reasons)})
         else:
             usable.append(subject)
-    if usable and len(usable) < n_folds:
-        raise ValueError(f"{len(usable)} usable subjects cannot fill {n_folds} folds")
     folds = assign_folds(usable, n_folds, seed)
     cohort = pd.DataFrame({"subject": usable, "fold": [folds[s] for s in usable]})
     return cohort, pd.DataFrame(excluded, columns=["subject", "reason"]), compared

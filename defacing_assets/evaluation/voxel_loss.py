@@ -45,9 +45,13 @@ def table1(ratios: pd.DataFrame, qc: pd.DataFrame, methods: list[str]) -> pd.Dat
 
 
 def figure2(ratios: pd.DataFrame, qc: pd.DataFrame, methods: list[str]) -> bytes:
-    """PNG: mean and SD of the kept-voxel ratio per OAR and method (QC-passed scans)."""
+    """PNG: mean and SD of the kept-voxel ratio per OAR and method, over QC-passed scans.
+
+    Methods with no QC-passed scan are left out, as in the study's figure.
+    """
     merged = ratios.merge(qc[["subject", "defacer", "passed"]], on=["subject", "defacer"])
     merged = merged[merged["passed"] & (merged["voxels_before"] > 0)]
+    methods = [m for m in methods if (merged["defacer"] == m).any()]  # as the study: passed ones
     oars = list(OAR_LABELS)
     figure, axis = plt.subplots(figsize=(9, 4), dpi=100)
     width = 0.8 / max(len(methods), 1)

@@ -1,0 +1,1 @@
+"""Quality control of defaced scans: surface renders and face detection on them."""

@@ -1,0 +1,181 @@
+"""The automated QC verdict a person used to give by eye: is the face gone?
+
+``passed`` means no detector finds a face in any render view AND the eyes,
+nose and mouth regions were all removed (see :mod:`landmarks`). A defacer that
+failed or produced nothing fails QC with that reason. When the original scan
+itself shows no face, the verdict is flagged unreliable: the detectors then
+cannot tell a removed face from an unseen one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from defacing_assets.cohort.scan import Scan
+from defacing_assets.defacers.base import DefacingResult
+from defacing_assets.imaging.volume import Volume
+from defacing_assets.qc.face import FaceDetector
+from defacing_assets.qc.landmarks import landmarks_from_template, regions_removed
+from defacing_assets.qc.render import render_views
+
+QC_COLUMNS = [
+    "subject",
+    "defacer",
+    "status",
+    "face_detected",
+    "views_with_face",
+    "eyes_removed",
+    "nose_removed",
+    "mouth_removed",
+    "identity_distance",
+    "original_face_detected",
+    "reliable",
+    "passed",
+    "reason",
+    "landmark_source",
+    "labelled",
+    "views",
+]
+
+
+@dataclass
+class QcVerdict:
+    subject: str
+    defacer: str
+    status: str
+    face_detected: bool
+    views: dict[str, dict]
+    eyes_removed: bool | None
+    nose_removed: bool | None
+    mouth_removed: bool | None
+    identity_distance: float | None
+    original_face_detected: bool
+    passed: bool
+    reason: str
+    landmark_source: str
+    labelled: bool
+    renders: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def reliable(self) -> bool:
+        return self.original_face_detected
+
+    def row(self) -> dict:
+        """One flat table row (views as JSON text)."""
+        values = {k: v for k, v in asdict(self).items() if k not in ("renders", "views")}
+        values["reliable"] = self.reliable
+        values["views"] = json.dumps(self.views, sort_keys=True)
+        values["views_with_face"] = ",".join(n for n, v in self.views.items() if v["face_detected"])
+        return {column: values[column] for column in QC_COLUMNS}
+
+    def cli_summary(self) -> dict:
+        """What ``defacing-assets qc --json`` prints."""
+        return {
+            "face_detected": self.face_detected,
+            "views": self.views,
+            "eyes_removed": self.eyes_removed,
+            "nose_removed": self.nose_removed,
+            "mouth_removed": self.mouth_removed,
+            "identity_distance": self.identity_distance,
+            "passed": self.passed,
+            "reason": self.reason,
+            "reliable": self.reliable,
+            "landmark_source": self.landmark_source,
+        }
+
+
+def assess(
+    scan: Scan,
+    result: DefacingResult,
+    method: str,
+    detector: FaceDetector | None = None,
+    landmarks: dict[str, list[float]] | None = None,
+) -> QcVerdict:
+    """QC of one defaced scan against its original."""
+    detector = detector or FaceDetector()
+    original_views = render_views(scan.image, scan.modality)
+    original_face = any(d.face_detected for d in detector.detect_views(original_views).values())
+    base = {
+        "subject": scan.subject_id,
+        "defacer": method,
+        "status": result.status,
+        "original_face_detected": original_face,
+        "labelled": scan.labels is not None,
+    }
+    if result.status != "ok" or result.image is None:
+        return QcVerdict(
+            **base,
+            face_detected=False,
+            views={},
+            eyes_removed=None,
+            nose_removed=None,
+            mouth_removed=None,
+            identity_distance=None,
+            passed=False,
+            reason=f"defacing {result.status}: {result.reason}",
+            landmark_source="none",
+        )
+    views = render_views(result.image, scan.modality)
+    detections = detector.detect_views(views)
+    face = any(d.face_detected for d in detections.values())
+    if landmarks is None and scan.landmarks is not None:
+        landmarks, source = scan.landmarks, "ground truth"
+    elif landmarks is None:
+        landmarks, source = landmarks_from_template(scan.image), "template registration"
+    else:
+        source = "given"
+    regions = regions_removed(scan.image, result.kept_mask, landmarks, scan.modality)
+    identity = detector.identity_distance(original_views["frontal"], views["frontal"])
+    passed = not face and all(regions.values())
+    reasons = (
+        [f"face detected in {', '.join(n for n, d in detections.items() if d.face_detected)}"]
+        if face
+        else []
+    )
+    reasons += [f"{region} not removed" for region, removed in regions.items() if not removed]
+    return QcVerdict(
+        **base,
+        face_detected=face,
+        views={n: d.record() for n, d in detections.items()},
+        eyes_removed=regions["eyes"],
+        nose_removed=regions["nose"],
+        mouth_removed=regions["mouth"],
+        identity_distance=identity,
+        passed=passed,
+        reason="; ".join(reasons) or "face removed",
+        landmark_source=source,
+        renders=views,
+    )
+
+
+def assess_alone(
+    image: Volume, modality: str, subject: str = "", detector: FaceDetector | None = None
+) -> QcVerdict:
+    """Detectors only, for a defaced scan without its original: regions unknown (None)."""
+    detector = detector or FaceDetector()
+    views = render_views(image, modality)
+    detections = detector.detect_views(views)
+    face = any(d.face_detected for d in detections.values())
+    seen = ", ".join(n for n, d in detections.items() if d.face_detected)
+    return QcVerdict(
+        subject=subject,
+        defacer="",
+        status="ok",
+        face_detected=face,
+        views={n: d.record() for n, d in detections.items()},
+        eyes_removed=None,
+        nose_removed=None,
+        mouth_removed=None,
+        identity_distance=None,
+        original_face_detected=True,
+        passed=not face,
+        reason=f"face detected in {seen}"
+        if face
+        else "no face detected (regions not checked: no original given)",
+        landmark_source="none",
+        labelled=False,
+        renders=views,
+    )
