@@ -129,24 +129,28 @@ def run_demo_study() -> list[tuple[str, str]]:
                 "OARs present": sum(1 for n in voxels.values() if n),
             }
         )
-    defacing_rows = []
-    for defacer in defacers:
-        records = [
-            latest_metadata(instance, defaced_scans.key, pair)
+
+    def records(asset: AssetsDefinition, defacer: str) -> list[dict]:
+        return [
+            latest_metadata(instance, asset.key, pair)
             for pair in pairs
             if pair.keys_by_dimension["defacer"] == defacer
         ]
-        ok = [r for r in records if r.get("status") == "ok"]
+
+    defacing_rows = []
+    for defacer in defacers:
+        defaced = records(defaced_scans, defacer)
+        ok = [r for r in defaced if r.get("status") == "ok"]
         defacing_rows.append(
             {
                 "defacer": defacer,
                 "ok": len(ok),
-                "failed": sum(r.get("status") == "failed" for r in records),
+                "failed": sum(r.get("status") == "failed" for r in defaced),
                 "mean % voxels changed": round(
                     sum(r["percent_voxels_changed"] for r in ok) / max(len(ok), 1), 2
                 ),
                 "mean seconds": round(
-                    sum(r.get("seconds", 0) for r in records) / max(len(records), 1), 2
+                    sum(r.get("seconds", 0) for r in defaced) / max(len(defaced), 1), 2
                 ),
             }
         )
@@ -154,16 +158,12 @@ def run_demo_study() -> list[tuple[str, str]]:
     loss = latest_metadata(instance, voxel_loss.key, None)
     qc_rows = []
     for defacer in defacers:
-        records = [
-            latest_metadata(instance, qc_labels.key, pair)
-            for pair in pairs
-            if pair.keys_by_dimension["defacer"] == defacer
-        ]
+        verdicts = records(qc_labels, defacer)
         qc_rows.append(
             {
                 "defacer": defacer,
-                "QC passed": sum(bool(r.get("passed")) for r in records),
-                "of": len(records),
+                "QC passed": sum(bool(r.get("passed")) for r in verdicts),
+                "of": len(verdicts),
             }
         )
     return [

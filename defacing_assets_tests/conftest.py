@@ -13,3 +13,17 @@ def ci_cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
     write_cohort(root, n_subjects=2, seed=7, profile="ci")
     return root
+
+
+def study_resources(data, study) -> dict:
+    """Resources of a `ci` study reading ``data`` and storing under ``study/store``."""
+    from defacing_assets.resources import StudyConfig
+    from defacing_assets.storage import DefacedScanStore, ScanStore, TableStore
+
+    store = str(study / "store")
+    return {
+        "study": StudyConfig(data_root=str(data), study_dir=str(study), profile="ci"),
+        "scan_io_manager": ScanStore(base_path=store),
+        "defaced_io_manager": DefacedScanStore(base_path=store),
+        "io_manager": TableStore(base_path=store),
+    }

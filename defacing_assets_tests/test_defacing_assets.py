@@ -20,10 +20,9 @@ from dagster import (
 from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.imaging import load_volume
-from defacing_assets.resources import StudyConfig
 from defacing_assets.schedules import nightly_defacing_retry, partitions_to_retry
 from defacing_assets.sensors import defacer_registry_sensor
-from defacing_assets.storage import DefacedScanStore, ScanStore, TableStore
+from defacing_assets_tests.conftest import study_resources
 
 ZERO_FRONT = """
 import sys
@@ -57,16 +56,6 @@ def study(tmp_path, ci_cohort):
     return folder
 
 
-def _resources(ci_cohort, study):
-    store = str(study / "store")
-    return {
-        "study": StudyConfig(data_root=str(ci_cohort), study_dir=str(study), profile="ci"),
-        "scan_io_manager": ScanStore(base_path=store),
-        "defaced_io_manager": DefacedScanStore(base_path=store),
-        "io_manager": TableStore(base_path=store),
-    }
-
-
 @pytest.fixture
 def instance():
     with instance_for_test() as ephemeral:
@@ -94,7 +83,7 @@ def _materialize(instance, resources, subject, defacer):
 
 def test_defaced_scan_stored_with_kept_mask_and_metadata(ci_cohort, study, instance):
     _write_tool(study, "zero_front", ZERO_FRONT)
-    resources = _resources(ci_cohort, study)
+    resources = study_resources(ci_cohort, study)
     instance.add_dynamic_partitions("subjects", ["SYN001"])
     instance.add_dynamic_partitions("defacers", ["zero_front"])
     result = _materialize(instance, resources, "SYN001", "zero_front")
@@ -113,7 +102,7 @@ def test_tool_failure_is_stored_as_data(ci_cohort, study, instance):
     _write_tool(
         study, "crashes", "import sys\nsys.stderr.write('segfault in face finder')\nsys.exit(3)\n"
     )
-    resources = _resources(ci_cohort, study)
+    resources = study_resources(ci_cohort, study)
     instance.add_dynamic_partitions("subjects", ["SYN001"])
     instance.add_dynamic_partitions("defacers", ["crashes"])
     result = _materialize(instance, resources, "SYN001", "crashes")
@@ -127,7 +116,7 @@ def test_tool_failure_is_stored_as_data(ci_cohort, study, instance):
 
 
 def test_registry_sensor_adds_available_defacers_once(ci_cohort, study, instance):
-    resources = {"study": _resources(ci_cohort, study)["study"]}
+    resources = {"study": study_resources(ci_cohort, study)["study"]}
 
     def tick():
         return defacer_registry_sensor(build_sensor_context(instance=instance, resources=resources))
@@ -142,7 +131,7 @@ def test_registry_sensor_adds_available_defacers_once(ci_cohort, study, instance
 
 
 def test_new_defacer_requests_only_its_partitions(ci_cohort, study, instance):
-    resources = _resources(ci_cohort, study)
+    resources = study_resources(ci_cohort, study)
     subjects = ["SYN001", "SYN002"]
     instance.add_dynamic_partitions("subjects", subjects)
     instance.add_dynamic_partitions("defacers", ["original"])
@@ -165,7 +154,7 @@ def test_new_defacer_requests_only_its_partitions(ci_cohort, study, instance):
 def test_nightly_schedule_requests_missing_partitions(ci_cohort, study, instance):
     instance.add_dynamic_partitions("subjects", ["SYN001", "SYN002"])
     instance.add_dynamic_partitions("defacers", ["original"])
-    resources = _resources(ci_cohort, study)
+    resources = study_resources(ci_cohort, study)
     assert _materialize(instance, resources, "SYN001", "original").success
     context = build_schedule_context(
         instance=instance, scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=UTC)

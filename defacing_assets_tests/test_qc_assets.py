@@ -10,7 +10,7 @@ from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel
 from defacing_assets.qc.overrides import OverrideError
 from defacing_assets.qc.verdict import QC_COLUMNS
 from defacing_assets.resources import StudyConfig
-from defacing_assets.storage import DefacedScanStore, ScanStore, TableStore
+from defacing_assets_tests.conftest import study_resources
 
 
 @pytest.fixture
@@ -20,22 +20,12 @@ def study(tmp_path):
     return folder
 
 
-def _resources(data, study):
-    store = str(study / "store")
-    return {
-        "study": StudyConfig(data_root=str(data), study_dir=str(study), profile="ci"),
-        "scan_io_manager": ScanStore(base_path=store),
-        "defaced_io_manager": DefacedScanStore(base_path=store),
-        "io_manager": TableStore(base_path=store),
-    }
-
-
 def test_pydeface_partition_passes_qc_and_loses_level_three(ci_cohort, study):
     assets = [raw_scans, defaced_scans, qc_labels, voxel_ratios]
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("subjects", ["SYN001"])
         instance.add_dynamic_partitions("defacers", ["pydeface"])
-        resources = _resources(ci_cohort, study)
+        resources = study_resources(ci_cohort, study)
         assert materialize(
             [raw_scans], partition_key="SYN001", instance=instance, resources=resources
         ).success

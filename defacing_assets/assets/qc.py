@@ -22,6 +22,7 @@ from defacing_assets.cohort.scan import Scan
 from defacing_assets.defacers.base import DefacingResult
 from defacing_assets.evaluation.cohort import select_cohort
 from defacing_assets.evaluation.voxel_loss import figure2, table1
+from defacing_assets.evaluation.voxels import VOXEL_RATIO_COLUMNS
 from defacing_assets.evaluation.voxels import voxel_ratios as count_voxel_ratios
 from defacing_assets.imaging.volume import Volume
 from defacing_assets.partitions import N_FOLDS, subject_defacer_partitions
@@ -133,18 +134,7 @@ def voxel_ratios(context: AssetExecutionContext, raw_scans: Scan, defaced_scans:
     """Per OAR: voxels before, kept, ratio, completely removed (failed defacing keeps nothing)."""
     subject, method = _keys(context)
     if raw_scans.labels is None:
-        table = pd.DataFrame(
-            columns=[
-                "subject",
-                "defacer",
-                "oar",
-                "label",
-                "voxels_before",
-                "voxels_kept",
-                "ratio",
-                "completely_removed",
-            ]
-        )
+        table = pd.DataFrame(columns=["subject", "defacer", *VOXEL_RATIO_COLUMNS])
         return Output(table, metadata={"note": "unlabelled scan: no OARs to count"})
     kept = defaced_scans.kept_mask
     if kept is None:
