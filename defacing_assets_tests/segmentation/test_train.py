@@ -1,0 +1,110 @@
+"""Training on tiny synthetic subjects: it learns, saves, and resumes exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torchio.transforms.augmentation.spatial.random_flip import _ensure_axes_indices
+
+from defacing_assets.cohort.synthetic import generate_subject
+from defacing_assets.profiles import get_profile
+from defacing_assets.segmentation.data import augmentation, make_subject
+from defacing_assets.segmentation.train import CHECKPOINT_NAME, save_model, train_model
+
+EPOCHS = 4
+INTERRUPT_AFTER = 2
+PROFILE = dataclasses.replace(get_profile("ci"), max_epochs=EPOCHS, patience=EPOCHS)
+
+
+class Interrupted(Exception):
+    """Stands in for a killed process."""
+
+
+@pytest.fixture(scope="module")
+def subjects() -> list:
+    """Three ci subjects; originals stand in for the defaced images."""
+    out = []
+    for index in range(3):
+        scan, _ = generate_subject(f"seg{index}", index, 11, profile="ci")
+        out.append(
+            make_subject(scan.image, scan.labels, None, PROFILE, "original", key=f"seg{index}/orig")
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(subjects, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    result = train_model(subjects[:2], subjects[2:], PROFILE, seed=3, checkpoint_dir=folder)
+    return result, folder
+
+
+def test_training_lowers_validation_loss_and_saves(uninterrupted, tmp_path: Path) -> None:
+    result, _ = uninterrupted
+    history = result.history
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "seconds"]
+    assert list(history.epoch) == list(range(EPOCHS))
+    assert history.val_loss.iloc[-1] < history.val_loss.iloc[0]
+    assert result.best_epoch == int(history.val_loss.idxmin())
+
+    save_model(tmp_path / "model", result, {"profile": PROFILE.name, "seed": 3})
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {
+        "model.pt",
+        "config.json",
+        "history.parquet",
+    }
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "model" / "history.parquet"), history)
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    assert state.keys() == result.model_state.keys()
+
+
+def test_kill_and_resume_reproduces_history(uninterrupted, subjects, tmp_path: Path) -> None:
+    reference, reference_dir = uninterrupted
+    lines: list[str] = []
+
+    def interrupting_log(line: str) -> None:
+        lines.append(line)
+        if line.startswith(f"epoch {INTERRUPT_AFTER}/"):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_model(subjects[:2], subjects[2:], PROFILE, 3, tmp_path, log=interrupting_log)
+    partial = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert partial["epoch"] == INTERRUPT_AFTER - 1
+    assert partial["optimizer"]["state"], "optimizer moments were checkpointed"
+
+    resumed = train_model(subjects[:2], subjects[2:], PROFILE, 3, tmp_path, log=lines.append)
+    assert any(line.startswith("resuming after epoch") for line in lines)
+    columns = ["epoch", "train_loss", "val_loss", "val_dice"]
+    pd.testing.assert_frame_equal(resumed.history[columns], reference.history[columns])
+    assert resumed.best_epoch == reference.best_epoch
+
+    # The optimizer was restored, not re-initialised: step counts and moments match.
+    final = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    expected = torch.load(reference_dir / CHECKPOINT_NAME, weights_only=False)
+    for key, moments in expected["optimizer"]["state"].items():
+        for name, value in moments.items():
+            np.testing.assert_array_equal(
+                final["optimizer"]["state"][key][name].numpy(), value.numpy(), err_msg=name
+            )
+    for name, value in expected["model"].items():
+        assert torch.equal(final["model"][name], value), name
+
+
+def test_kept_policy_and_flip_axes(subjects) -> None:
+    """'kept' drops labels outside the kept mask; flips name IS and AP anatomically."""
+    scan, _ = generate_subject("seg0", 0, 11, profile="ci")
+    cut = int(np.median(np.nonzero(scan.labels.array)[1]))  # halve the OARs along A-P
+    kept_array = np.zeros(scan.labels.shape, np.uint8)
+    kept_array[:, :cut] = 1
+    kept = scan.labels.with_array(kept_array)
+    original = make_subject(scan.image, scan.labels, kept, PROFILE, "original")
+    restricted = make_subject(scan.image, scan.labels, kept, PROFILE, "kept")
+    assert 0 < int((restricted["label"].data > 0).sum()) < int((original["label"].data > 0).sum())
+    flip = augmentation().transforms[1]
+    assert _ensure_axes_indices(subjects[0], flip.axes) == [1, 2]  # A and S of an RAS grid
