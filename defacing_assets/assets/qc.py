@@ -163,16 +163,21 @@ def _concat(partitions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _verdicts(study: StudyConfig, qc_labels: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every QC row with the current qc_overrides.csv applied (validated against the rows)."""
+    qc = _concat(qc_labels)
+    overrides = load_overrides(
+        Path(study.study_dir) / OVERRIDES_FILE, set(qc["subject"]), set(qc["defacer"])
+    )
+    return apply_overrides(qc, overrides)
+
+
 @asset(group_name="qc", automation_condition=AutomationCondition.eager())
 def study_cohort(
     context: AssetExecutionContext, study: StudyConfig, qc_labels: dict[str, pd.DataFrame]
 ):
     """Usable subjects (QC passed for every compared method) and their seeded folds."""
-    qc = _concat(qc_labels)
-    overrides = load_overrides(
-        Path(study.study_dir) / OVERRIDES_FILE, set(qc["subject"]), set(qc["defacer"])
-    )
-    qc = apply_overrides(qc, overrides)
+    qc = _verdicts(study, qc_labels)
     labelled = sorted(qc.loc[qc["labelled"].astype(bool), "subject"].unique())
     cohort, excluded, compared = select_cohort(
         qc, labelled, study.compared_methods or None, N_FOLDS, study.seed
@@ -199,11 +204,7 @@ def voxel_loss(
 ):
     """Table 1 (OARs completely removed / unavailable) and Figure 2 (kept ratio per OAR)."""
     ratios = _concat(voxel_ratios)
-    qc = _concat(qc_labels)
-    overrides = load_overrides(
-        Path(study.study_dir) / OVERRIDES_FILE, set(qc["subject"]), set(qc["defacer"])
-    )
-    qc = apply_overrides(qc, overrides)
+    qc = _verdicts(study, qc_labels)
     methods = sorted(set(qc["defacer"]) - {"original"})
     table = table1(ratios, qc, methods)
     png = figure2(ratios, qc, methods)
