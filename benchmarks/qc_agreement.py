@@ -50,8 +50,7 @@ def main() -> None:
         automated = (not face) and all(regions.values())
         total[method] += 1
         agree[method] += automated == truth
-        print(f"{subject} {method}: truth {truth}, automated {automated} (face {face})",
-              flush=True)
+        print(f"{subject} {method}: truth {truth}, automated {automated} (face {face})", flush=True)
     print("\n| method | pairs | QC agrees with truth |\n|---|---|---|")
     for method in sorted(total):
         print(f"| {method} | {total[method]} | {100 * agree[method] / total[method]:.0f}% |")

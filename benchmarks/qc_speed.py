@@ -25,8 +25,10 @@ def main(profiles: list[str]) -> None:
         detections = detector.detect_views(views)
         done = time.perf_counter()
         faces = [name for name, d in detections.items() if d.face_detected]
-        print(f"| {profile} | {'x'.join(map(str, scan.image.shape))} | {rendered - started:.2f} "
-              f"| {done - rendered:.2f} | {done - started:.2f} | {', '.join(faces) or 'none'} |")
+        print(
+            f"| {profile} | {'x'.join(map(str, scan.image.shape))} | {rendered - started:.2f} "
+            f"| {done - rendered:.2f} | {done - started:.2f} | {', '.join(faces) or 'none'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from dagster import (
 from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
-from defacing_assets.partitions import defacers_partitions, subjects_partitions
+from defacing_assets.assets.training import unet_models
+from defacing_assets.partitions import N_FOLDS, defacers_partitions, subjects_partitions
 from defacing_assets.resources import study_resources
 from defacing_assets.sensors import new_valid_subjects
 
@@ -115,6 +116,23 @@ def run_demo_study() -> list[tuple[str, str]]:
         run_config=_QUIET,
     )
     print(f"study_cohort, voxel_loss {'ok' if result.success else 'FAILED'}", flush=True)
+    cohort = latest_metadata(instance, study_cohort.key, None)
+    compared = [m for m in cohort.get("compared_methods", "").split(", ") if m]
+    model_keys = [
+        MultiPartitionKey({"fold": str(fold), "defacer": method})
+        for method in compared
+        for fold in range(N_FOLDS)
+    ]
+    usable = cohort.get("usable_subjects", 0)
+    if usable >= N_FOLDS:
+        upstream = [raw_scans, defaced_scans, qc_labels, study_cohort]
+        materialize_missing(instance, unet_models, model_keys, resources, upstream)
+    else:
+        print(
+            f"unet_models skipped: {N_FOLDS}-fold training needs {N_FOLDS} usable subjects, "
+            f"the cohort has {usable}",
+            flush=True,
+        )
 
     ingest_rows = []
     for subject in subjects:
@@ -154,7 +172,6 @@ def run_demo_study() -> list[tuple[str, str]]:
                 ),
             }
         )
-    cohort = latest_metadata(instance, study_cohort.key, None)
     loss = latest_metadata(instance, voxel_loss.key, None)
     qc_rows = []
     for defacer in defacers:
@@ -166,6 +183,25 @@ def run_demo_study() -> list[tuple[str, str]]:
                 "of": len(verdicts),
             }
         )
+    model_rows = []
+    for key in model_keys:
+        metadata = latest_metadata(instance, unet_models.key, key)
+        model_rows.append(
+            {
+                "defacer": key.keys_by_dimension["defacer"],
+                "fold": key.keys_by_dimension["fold"],
+                "epochs": metadata.get("epochs", "-"),
+                "best epoch": metadata.get("best_epoch", "-"),
+                "val Dice at best": round(metadata.get("val_dice_at_best", float("nan")), 3),
+                "minutes": round(metadata.get("seconds", 0) / 60, 1),
+            }
+        )
+    models = pd.DataFrame(model_rows)
+    dice_by_method = (
+        models.groupby("defacer")["val Dice at best"].mean().round(3).to_dict()
+        if len(models)
+        else {}
+    )
     return [
         ("Subjects (raw_scans)", pd.DataFrame(ingest_rows).to_string(index=False)),
         ("Defacing (defaced_scans)", pd.DataFrame(defacing_rows).to_string(index=False)),
@@ -180,4 +216,9 @@ def run_demo_study() -> list[tuple[str, str]]:
             loss.get("table1", "voxel_loss not materialized"),
         ),
         ("Figure 2: kept-voxel ratio per OAR", loss.get("figure2_path", "-")),
+        (
+            "U-Nets (unet_models): mean validation Dice over the 8 OARs at training resolution",
+            (models.to_string(index=False) if len(models) else "no models")
+            + f"\nmean over folds (nan: not trained): {dice_by_method}",
+        ),
     ]

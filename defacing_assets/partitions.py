@@ -25,3 +25,8 @@ subject_defacer_partitions = MultiPartitionsDefinition(
 
 DIMENSION_NAMES = {"subjects": "subject", "defacers": "defacer"}
 """Folder names used by storage for single-dimension partitions."""
+
+fold_defacer_partitions = MultiPartitionsDefinition(
+    {"fold": folds_partitions, "defacer": defacers_partitions}
+)
+"""One model per cross-validation fold and training method."""

@@ -44,20 +44,21 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile("paper", (0.5, 0.5, 2.0), 55),
-    # demo: 4 mm and a quarter-width network make 5 folds x 2 methods fit in
-    # minutes on 2 CPU cores; 32^3 patches at 4 mm (128 mm) still hold the
-    # neighbouring OARs that give context. Batch 2 x 16 patches per volume gives
-    # enough optimizer steps per epoch: a 5-train-subject trial ran ~3.4 s/epoch
-    # on 2 cores, val loss 1.9 -> 0.06 and val Dice rising (0.08) by epoch 24;
-    # batch 4 x 8 patches still had Dice 0 after 20 epochs. Not tuned further.
+    # demo: 4 mm voxels and half the paper's widths; 32^3 patches (128 mm) hold
+    # neighbouring OARs for context. Trials on the demo cohort, fold 0, trained
+    # on original (2 CPU cores, benchmarks/RESULTS.md): features (8, ..., 8)
+    # ran 7 s/epoch and reached a validation Dice of 0.58 by epoch 45; (16, ...,
+    # 16) costs 10 s/epoch but reached 0.60 by epoch 27 and 0.74 at epoch 36
+    # (the level III nodes, 30-90 voxels at 4 mm, are the last to come). Batch 2
+    # is the fastest per voxel on CPU (batch 1 ran 1.9x slower per patch).
     "demo": Profile(
         "demo",
         (1.5, 1.5, 3.0),
         15,
         training_spacing=4.0,
-        features=(8, 8, 16, 32, 64, 8),
-        patience=15,
-        max_epochs=60,
+        features=(16, 16, 32, 64, 128, 16),
+        patience=10,
+        max_epochs=40,
         batch_size=2,
         patch_size=(32, 32, 32),
         samples_per_volume=16,

@@ -2,13 +2,14 @@
 
 Asset bodies never read the environment: :func:`study_resources` does, once,
 when the Definitions are built (``DEFACING_STUDY``, ``DEFACING_DATA``, ``DEFACING_PROFILE``,
-``DEFACING_SEED``, ``DEFACING_STORAGE``).
+``DEFACING_SEED``, ``DEFACING_STORAGE``, ``DEFACING_DEVICES``, ``DEFACING_SCRATCH``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from dagster import ConfigurableResource
 
@@ -32,6 +33,8 @@ class StudyConfig(ConfigurableResource):
         roi_names: site-specific ROI name -> label (1..8), over the built-in matching.
         compared_methods: defacers the cohort must pass; empty = every method that
             passed QC at least once (as the study did).
+        label_policy: what a model trained on defaced images learns: ``original``
+            (the full annotation, as the study) or ``kept`` (only voxels the defacer kept).
     """
 
     data_root: str = DEFAULT_DATA
@@ -40,6 +43,7 @@ class StudyConfig(ConfigurableResource):
     seed: int = 0
     roi_names: dict[str, int] = {}
     compared_methods: list[str] = []
+    label_policy: Literal["original", "kept"] = "original"
 
     def subject_sources(self) -> tuple[list[SubjectSource], list[str]]:
         return discover_subjects(self.data_root)
@@ -59,19 +63,48 @@ class StudyConfig(ConfigurableResource):
         return registry(Path(self.study_dir) / DEFACERS_FILE)
 
 
+class ComputeConfig(ConfigurableResource):
+    """Where GPU steps run and keep scratch files.
+
+    Attributes:
+        devices: GPU ids to lease from; empty = ``CUDA_VISIBLE_DEVICES`` or every CUDA device.
+        lock_dir: device locks, shared by every step process of the instance;
+            empty = ``$DAGSTER_HOME/device_locks``.
+        scratch_dir: training checkpoints and the pre-processing cache. Retries
+            resume from here, so on Kubernetes point it at a shared volume.
+    """
+
+    devices: list[str] = []
+    lock_dir: str = ""
+    scratch_dir: str = f"{DEFAULT_STUDY}/scratch"
+
+    def device_list(self) -> list[str] | None:
+        return list(self.devices) or None
+
+    def lock_folder(self) -> Path | None:
+        return Path(self.lock_dir) if self.lock_dir else None
+
+
 def study_resources() -> dict:
     """All resources for one environment, from environment variables with local defaults."""
-    from defacing_assets.storage import DefacedScanStore, ScanStore, TableStore
+    from defacing_assets.storage import DefacedScanStore, ModelStore, ScanStore, TableStore
 
     storage = os.environ.get("DEFACING_STORAGE", DEFAULT_STORAGE)
+    study_dir = os.environ.get("DEFACING_STUDY", DEFAULT_STUDY)
+    devices = os.environ.get("DEFACING_DEVICES", "")
     return {
         "study": StudyConfig(
             data_root=os.environ.get("DEFACING_DATA", DEFAULT_DATA),
-            study_dir=os.environ.get("DEFACING_STUDY", DEFAULT_STUDY),
+            study_dir=study_dir,
             profile=os.environ.get("DEFACING_PROFILE", "demo"),
             seed=int(os.environ.get("DEFACING_SEED", "0")),
         ),
         "scan_io_manager": ScanStore(base_path=storage),
         "defaced_io_manager": DefacedScanStore(base_path=storage),
         "io_manager": TableStore(base_path=storage),
+        "model_io_manager": ModelStore(base_path=storage),
+        "compute": ComputeConfig(
+            devices=[d.strip() for d in devices.split(",") if d.strip()],
+            scratch_dir=os.environ.get("DEFACING_SCRATCH", f"{study_dir}/scratch"),
+        ),
     }

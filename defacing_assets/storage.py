@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
-from typing import ClassVar
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
+from typing import Any, ClassVar
 
 import pandas as pd
 from dagster import (
@@ -27,6 +29,7 @@ from defacing_assets.defacers.base import DefacingResult
 from defacing_assets.imaging.atomic import atomic_directory, atomic_write_bytes
 from defacing_assets.imaging.io import volume_from_bytes, volume_to_bytes
 from defacing_assets.partitions import DIMENSION_NAMES
+from defacing_assets.segmentation.train import TrainingResult, load_model, save_model
 
 
 class _PartitionFolders(UPathIOManager):
@@ -47,7 +50,47 @@ class _PartitionFolders(UPathIOManager):
         return path.joinpath(*parts)
 
 
-class ScanIOManager(_PartitionFolders):
+class LazyPartitions(Mapping):
+    """Partition key -> stored object, read when accessed and not kept.
+
+    A training step reads one volume per cohort subject; holding them all at
+    the paper's resolution would take many GB, so each is loaded on access.
+    """
+
+    def __init__(self, loaders: dict[str, Callable[[], Any]]) -> None:
+        self._loaders = loaders
+
+    def __getitem__(self, key: str) -> Any:
+        return self._loaders[key]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+
+class _LazyVolumes(_PartitionFolders):
+    """Several partitions, or an input annotated :class:`LazyPartitions`, load lazily;
+    a missing partition fails when accessed, naming it."""
+
+    def load_partitions(self, context: InputContext):
+        keys = context.asset_partition_keys
+        paths = self._get_paths_for_partitions(context)
+        wants_mapping = getattr(context.dagster_type, "typing_type", None) is LazyPartitions
+        if len(keys) == 1 and not wants_mapping:
+            return self._read(paths[keys[0]], keys[0], context)
+        return LazyPartitions({key: partial(self._read, paths[key], key, context) for key in keys})
+
+    def _read(self, path: UPath, key: str, context: InputContext) -> Any:
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{context.asset_key.to_user_string()} partition {key} is not stored ({path})"
+            )
+        return self.load_from_path(context, path)
+
+
+class ScanIOManager(_LazyVolumes):
     """A :class:`Scan` as a folder: ``image.nii.gz``, ``labels.nii.gz``, ``scan.json``."""
 
     def dump_to_path(self, context: OutputContext, obj: Scan, path: UPath) -> None:
@@ -84,7 +127,7 @@ class ScanIOManager(_PartitionFolders):
         )
 
 
-class DefacedScanIOManager(_PartitionFolders):
+class DefacedScanIOManager(_LazyVolumes):
     """A :class:`DefacingResult` as ``image.nii.gz``, ``kept_mask.nii.gz``, ``result.json``.
 
     A failed method stores only ``result.json`` (status and reason): failure is data.
@@ -123,6 +166,17 @@ class TableIOManager(_PartitionFolders):
         return pd.read_parquet(io.BytesIO(path.read_bytes()), engine="pyarrow")
 
 
+class ModelIOManager(_PartitionFolders):
+    """A trained model as ``model.pt``, ``config.json`` and ``history.parquet``."""
+
+    def dump_to_path(self, context: OutputContext, obj: TrainingResult, path: UPath) -> None:
+        with atomic_directory(path) as staging:
+            save_model(staging, obj)
+
+    def load_from_path(self, context: InputContext, path: UPath) -> TrainingResult:
+        return load_model(path)
+
+
 class _Store(ConfigurableIOManagerFactory):
     """An IO manager rooted at ``base_path`` (a folder or an fsspec URL such as ``s3://``)."""
 
@@ -149,3 +203,9 @@ class TableStore(_Store):
     """Tables (Parquet)."""
 
     manager_class = TableIOManager
+
+
+class ModelStore(_Store):
+    """Trained models."""
+
+    manager_class = ModelIOManager

@@ -1,5 +1,6 @@
 """The Dagster layer: definitions load, raw_scans materializes, sensor and automation."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from dagster import (
     DagsterInstance,
     Definitions,
     MultiPartitionsDefinition,
+    StaticPartitionsDefinition,
     build_sensor_context,
     evaluate_automation_conditions,
     materialize,
@@ -18,6 +20,7 @@ from dagster import (
 
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.definitions import defs
+from defacing_assets.execution import gpu_slots
 from defacing_assets.partitions import subjects_partitions
 from defacing_assets.resources import StudyConfig
 from defacing_assets.sensors import subject_discovery_sensor
@@ -60,7 +63,11 @@ def _partitions(definition) -> str | None:
     if definition is None:
         return None
     if isinstance(definition, MultiPartitionsDefinition):
-        return " x ".join(f"{d.name}:{d.partitions_def.name}" for d in definition.partitions_defs)
+        return " x ".join(
+            f"{d.name}:{_partitions(d.partitions_def)}" for d in definition.partitions_defs
+        )
+    if isinstance(definition, StaticPartitionsDefinition):
+        return ",".join(definition.get_partition_keys())
     return definition.name
 
 
@@ -80,9 +87,28 @@ def test_snapshot_of_assets_and_partitions():
         "voxel_ratios": ("defacer:defacers x subject:subjects", ["defaced_scans", "raw_scans"]),
         "study_cohort": (None, ["qc_labels"]),
         "voxel_loss": (None, ["qc_labels", "voxel_ratios"]),
+        "unet_models": (
+            "defacer:defacers x fold:0,1,2,3,4",
+            ["defaced_scans", "raw_scans", "study_cohort"],
+        ),
     }
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"geometry_consistent", "labels_present", "original_shows_face"}
+
+
+def test_training_runs_on_gpu_routed_retried_steps():
+    model = defs.get_assets_def("unet_models")
+    assert model.op.tags["defacing/resource"] == "gpu"
+    assert model.op.pool == "gpu"
+    k8s = json.loads(model.op.tags["dagster-k8s/config"])
+    assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert k8s["pod_spec_config"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert model.op.retry_policy.max_retries >= 1
+
+    executor = defs.resolve_implicit_global_asset_job_def().executor_def
+    assert executor.name == "gpu_aware_multiprocess"
+    limits = executor.apply_config_mapping({}).value["config"]["tag_concurrency_limits"]
+    assert limits == [{"key": "defacing/resource", "value": "gpu", "limit": gpu_slots()}]
 
 
 def test_raw_scans_for_two_subjects(ci_cohort, tmp_path, instance):

@@ -172,7 +172,16 @@ def _verdicts(study: StudyConfig, qc_labels: dict[str, pd.DataFrame]) -> pd.Data
     return apply_overrides(qc, overrides)
 
 
-@asset(group_name="qc", automation_condition=AutomationCondition.eager())
+_PRESENT_PARTITIONS = AssetIn(metadata={"allow_missing_partitions": True})
+"""Summaries use what is stored; a partition not computed yet is skipped with a warning
+(the cohort then excludes its subject for "no QC result")."""
+
+
+@asset(
+    group_name="qc",
+    automation_condition=AutomationCondition.eager(),
+    ins={"qc_labels": _PRESENT_PARTITIONS},
+)
 def study_cohort(
     context: AssetExecutionContext, study: StudyConfig, qc_labels: dict[str, pd.DataFrame]
 ):
@@ -182,6 +191,7 @@ def study_cohort(
     cohort, excluded, compared = select_cohort(
         qc, labelled, study.compared_methods or None, N_FOLDS, study.seed
     )
+    cohort.attrs["compared_methods"] = compared  # stored with the table (Parquet metadata)
     return Output(
         cohort,
         metadata={
@@ -198,7 +208,11 @@ def study_cohort(
     )
 
 
-@asset(group_name="qc", automation_condition=AutomationCondition.eager())
+@asset(
+    group_name="qc",
+    automation_condition=AutomationCondition.eager(),
+    ins={"qc_labels": _PRESENT_PARTITIONS, "voxel_ratios": _PRESENT_PARTITIONS},
+)
 def voxel_loss(
     study: StudyConfig, voxel_ratios: dict[str, pd.DataFrame], qc_labels: dict[str, pd.DataFrame]
 ):

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import io
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from defacing_assets.cohort.labels import OAR_LABELS  # noqa: E402
+from defacing_assets.cohort.labels import OAR_LABELS
+from defacing_assets.imaging.thumbnail import figure_png
 
 
 def table1(ratios: pd.DataFrame, qc: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
@@ -73,7 +69,4 @@ def figure2(ratios: pd.DataFrame, qc: pd.DataFrame, methods: list[str]) -> bytes
     axis.set_ylim(0, 1.1)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)

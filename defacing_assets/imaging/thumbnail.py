@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 from defacing_assets.imaging.volume import Volume  # noqa: E402
 
 
-def _png(figure) -> bytes:
+def figure_png(figure) -> bytes:
+    """Render and close a matplotlib figure."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
@@ -54,7 +55,7 @@ def slice_thumbnail(
             axes.contour(label_slice.T, levels=np.arange(0.5, 9), cmap="tab10", linewidths=0.8)
     axes.set_axis_off()
     figure.tight_layout(pad=0)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def before_after_thumbnail(before: Volume, after: Volume) -> bytes:
@@ -76,4 +77,4 @@ def before_after_thumbnail(before: Volume, after: Volume) -> bytes:
         axis.set_title(title, fontsize=8)
         axis.set_axis_off()
     figure.tight_layout(pad=0.2)
-    return _png(figure)
+    return figure_png(figure)

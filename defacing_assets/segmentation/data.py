@@ -5,10 +5,13 @@ the profile's isotropic training spacing (nearest neighbour for labels), then
 intensities rescaled to [-1, 1]. It is deterministic and costly, so it is
 computed once per subject/method/profile and cached in memory (and on disk when
 a cache folder is given); augmentation is random and runs on every draw.
+Cache entries are keyed by a digest of the input arrays too, so a re-defaced
+or re-annotated scan never reuses a stale entry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 from typing import Literal
@@ -28,6 +31,8 @@ LabelPolicy = Literal["original", "kept"]
 
 IMAGE = "image"
 LABEL = "label"
+DIGEST = "digest"
+"""Subject field: :func:`input_digest` of what the subject was made from."""
 
 _MEMORY_CACHE: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]] = {}
 
@@ -86,12 +91,29 @@ def _raw_subject(image: Volume, labels: Volume, kept_mask: Volume | None, policy
     )
 
 
-def _to_subject(image: torch.Tensor, label: torch.Tensor, affine: np.ndarray, name: str):
+def input_digest(*volumes: Volume | None) -> str:
+    """Short content hash of the arrays and affines (``None`` entries count as absent)."""
+    digest = hashlib.blake2b(digest_size=10)
+    for volume in volumes:
+        if volume is None:
+            digest.update(b"none")
+            continue
+        array = np.ascontiguousarray(volume.array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+        digest.update(np.asarray(volume.affine, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _to_subject(
+    image: torch.Tensor, label: torch.Tensor, affine: np.ndarray, name: str, digest: str
+):
     return tio.Subject(
         {
             IMAGE: tio.ScalarImage(tensor=image.clone(), affine=affine),
             LABEL: tio.LabelMap(tensor=label.clone(), affine=affine),
             "name": name,
+            DIGEST: digest,
         }
     )
 
@@ -113,14 +135,16 @@ def make_subject(
         kept_mask: voxels the defacer kept (needed for ``label_policy="kept"``).
         profile: gives the training spacing.
         label_policy: see :data:`LabelPolicy`.
-        key: cache key, e.g. ``"{subject}/{method}"``; profile and policy are
-            appended. ``None`` disables caching.
+        key: cache key, e.g. ``"{subject}/{method}"``; the input digest, profile
+            and policy are appended. ``None`` disables caching.
         cache_dir: optional folder for an on-disk cache shared between processes.
     """
-    full_key = None if key is None else f"{key}/{profile.name}/{label_policy}"
+    kept_input = kept_mask if label_policy == "kept" else None
+    digest = input_digest(image, labels, kept_input)
+    full_key = None if key is None else f"{key}/{digest}/{profile.name}/{label_policy}"
     name = key or "subject"
     if full_key is not None and full_key in _MEMORY_CACHE:
-        return _to_subject(*_MEMORY_CACHE[full_key], name)
+        return _to_subject(*_MEMORY_CACHE[full_key], name, digest)
     cache_file = None
     if full_key is not None and cache_dir is not None:
         cache_file = UPath(cache_dir) / (full_key.replace("/", "__") + ".pt")
@@ -128,7 +152,7 @@ def make_subject(
             stored = torch.load(io.BytesIO(cache_file.read_bytes()), weights_only=False)
             entry = (stored["image"], stored["label"], np.asarray(stored["affine"]))
             _MEMORY_CACHE[full_key] = entry
-            return _to_subject(*entry, name)
+            return _to_subject(*entry, name, digest)
     subject = preprocessing(profile)(_raw_subject(image, labels, kept_mask, label_policy))
     entry = (
         subject[IMAGE].data.float().contiguous(),
@@ -141,7 +165,7 @@ def make_subject(
         buffer = io.BytesIO()
         torch.save({"image": entry[0], "label": entry[1], "affine": entry[2]}, buffer)
         atomic_write_bytes(cache_file, buffer.getvalue())
-    return _to_subject(*entry, name)
+    return _to_subject(*entry, name, digest)
 
 
 def clear_memory_cache() -> None:

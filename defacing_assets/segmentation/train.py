@@ -17,7 +17,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class TrainingResult:
     history: pd.DataFrame
     """One row per epoch: epoch, train_loss, val_loss, val_dice, seconds."""
     best_epoch: int
+    config: dict = field(default_factory=dict)
+    """What produced it (profile, spacing, label table, versions, seed, subjects)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -105,7 +107,7 @@ def _dice_per_class(prediction: torch.Tensor, label: torch.Tensor) -> list[float
     return scores
 
 
-def _validate(
+def validate(
     model: torch.nn.Module,
     subjects: Sequence[tio.Subject],
     profile: Profile,
@@ -134,9 +136,7 @@ def _validate(
     return float(np.mean(losses)), mean_dice
 
 
-def _patch_loader(
-    subjects: Sequence[tio.Subject], profile: Profile, pin_memory: bool
-) -> DataLoader:
+def patch_loader(subjects: Sequence[tio.Subject], profile: Profile, pin_memory: bool) -> DataLoader:
     """A fresh queue per epoch, so an epoch's randomness depends only on the RNG state."""
     # Centres drawn per class, background included: every OAR, however small,
     # is the centre of 1/9 of the patches, and background still dominates voxels.
@@ -204,7 +204,7 @@ def train_model(
     while not finished:
         started = time.perf_counter()
         total, count = 0.0, 0
-        for batch in _patch_loader(train_subjects, profile, pin_memory=use_cuda):
+        for batch in patch_loader(train_subjects, profile, pin_memory=use_cuda):
             image = batch[IMAGE][tio.DATA].float().to(device, non_blocking=True)
             label = batch[LABEL][tio.DATA][:, 0].long().to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
@@ -215,7 +215,7 @@ def train_model(
             scaler.update()
             total += float(loss.detach()) * len(label)
             count += len(label)
-        val_loss, val_dice = _validate(model, val_subjects, profile, device, use_cuda)
+        val_loss, val_dice = validate(model, val_subjects, profile, device, use_cuda)
         seconds = time.perf_counter() - started
         history.append(
             {
@@ -263,16 +263,31 @@ def train_model(
     return TrainingResult(model_state=best_state, history=frame, best_epoch=best_epoch)
 
 
-def save_model(directory: str | Path | UPath, result: TrainingResult, config: dict) -> None:
+MODEL_FILES = ("model.pt", "config.json", "history.parquet")
+
+
+def save_model(directory: str | Path | UPath, result: TrainingResult) -> None:
     """Write ``model.pt`` (best weights), ``config.json``, ``history.parquet``, atomically."""
     directory = UPath(directory)
     buffer = io.BytesIO()
     torch.save(result.model_state, buffer)
     atomic_write_bytes(directory / "model.pt", buffer.getvalue())
-    payload = {**config, "best_epoch": int(result.best_epoch)}
+    payload = {**result.config, "best_epoch": int(result.best_epoch)}
     atomic_write_bytes(
         directory / "config.json", json.dumps(payload, indent=2, default=str).encode()
     )
     buffer = io.BytesIO()
     result.history.to_parquet(buffer, engine="pyarrow", index=False)
     atomic_write_bytes(directory / "history.parquet", buffer.getvalue())
+
+
+def load_model(directory: str | Path | UPath) -> TrainingResult:
+    """Read what :func:`save_model` wrote; names the folder and file when one is missing."""
+    directory = UPath(directory)
+    missing = [name for name in MODEL_FILES if not (directory / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{directory}: not a saved model, missing {', '.join(missing)}")
+    state = torch.load(io.BytesIO((directory / "model.pt").read_bytes()), weights_only=True)
+    config = json.loads((directory / "config.json").read_text())
+    history = pd.read_parquet(io.BytesIO((directory / "history.parquet").read_bytes()))
+    return TrainingResult(state, history, int(config["best_epoch"]), config)

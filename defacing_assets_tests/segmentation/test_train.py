@@ -14,7 +14,13 @@ from torchio.transforms.augmentation.spatial.random_flip import _ensure_axes_ind
 from defacing_assets.cohort.synthetic import generate_subject
 from defacing_assets.profiles import get_profile
 from defacing_assets.segmentation.data import augmentation, make_subject
-from defacing_assets.segmentation.train import CHECKPOINT_NAME, save_model, train_model
+from defacing_assets.segmentation.train import (
+    CHECKPOINT_NAME,
+    MODEL_FILES,
+    load_model,
+    save_model,
+    train_model,
+)
 
 EPOCHS = 4
 INTERRUPT_AFTER = 2
@@ -52,15 +58,15 @@ def test_training_lowers_validation_loss_and_saves(uninterrupted, tmp_path: Path
     assert history.val_loss.iloc[-1] < history.val_loss.iloc[0]
     assert result.best_epoch == int(history.val_loss.idxmin())
 
-    save_model(tmp_path / "model", result, {"profile": PROFILE.name, "seed": 3})
-    assert {p.name for p in (tmp_path / "model").iterdir()} == {
-        "model.pt",
-        "config.json",
-        "history.parquet",
-    }
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "model" / "history.parquet"), history)
-    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
-    assert state.keys() == result.model_state.keys()
+    save_model(tmp_path / "model", dataclasses.replace(result, config={"seed": 3}))
+    assert {p.name for p in (tmp_path / "model").iterdir()} == set(MODEL_FILES)
+    loaded = load_model(tmp_path / "model")
+    pd.testing.assert_frame_equal(loaded.history, history)
+    assert loaded.config == {"seed": 3, "best_epoch": result.best_epoch}
+    for name, weights in result.model_state.items():
+        assert torch.equal(loaded.model_state[name], weights), name
+    with pytest.raises(FileNotFoundError, match="missing model.pt"):
+        load_model(tmp_path)
 
 
 def test_kill_and_resume_reproduces_history(uninterrupted, subjects, tmp_path: Path) -> None:

@@ -1,0 +1,212 @@
+"""unet_models: one U-Net per cross-validation fold and training method, on a leased GPU."""
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Mapping
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+import torch
+from dagster import (
+    AllPartitionMapping,
+    AssetExecutionContext,
+    AssetIn,
+    AutomationCondition,
+    DimensionPartitionMapping,
+    Failure,
+    IdentityPartitionMapping,
+    MultiPartitionKey,
+    MultiPartitionMapping,
+    Output,
+    asset,
+)
+
+from defacing_assets.assets.metadata import png_metadata
+from defacing_assets.cohort.labels import OAR_LABELS
+from defacing_assets.cohort.scan import Scan
+from defacing_assets.defacers.base import DefacingResult
+from defacing_assets.evaluation.cohort import fold_roles
+from defacing_assets.evaluation.plots import loss_curves
+from defacing_assets.execution import GPU_OP_TAGS, GPU_POOL, GPU_RETRY
+from defacing_assets.partitions import N_FOLDS, fold_defacer_partitions
+from defacing_assets.profiles import get_profile
+from defacing_assets.resources import ComputeConfig, StudyConfig
+from defacing_assets.segmentation.data import DIGEST, make_subject
+from defacing_assets.segmentation.devices import lease_device
+from defacing_assets.segmentation.train import TrainingResult, train_model
+from defacing_assets.storage import LazyPartitions
+
+ALL_SUBJECTS_OF_METHOD = MultiPartitionMapping(
+    {
+        "subject": DimensionPartitionMapping("fold", AllPartitionMapping()),
+        "defacer": DimensionPartitionMapping("defacer", IdentityPartitionMapping()),
+    }
+)
+"""A (fold, method) model reads the method's defaced scans of every subject."""
+
+
+def cohort_members(cohort: pd.DataFrame, fold: int) -> dict[str, list[str]]:
+    """Training and validation subjects of cross-validation iteration ``fold``."""
+    roles = fold_roles(fold, N_FOLDS)
+    return {
+        role: sorted(cohort.loc[cohort["fold"].isin(roles[role]), "subject"])
+        for role in ("train", "validation")
+    }
+
+
+def _training_subject(
+    subject: str,
+    method: str,
+    raw_scans: Mapping[str, Scan],
+    defaced_scans: Mapping[str, DefacingResult],
+    study: StudyConfig,
+    cache_dir: Path,
+):
+    defaced = defaced_scans[MultiPartitionKey({"subject": subject, "defacer": method})]
+    if defaced.status != "ok" or defaced.image is None:
+        raise Failure(
+            f"{method} did not deface {subject} ({defaced.status}: {defaced.reason}); "
+            "it cannot be in the cohort",
+            allow_retries=False,
+        )
+    scan = raw_scans[subject]
+    if scan.labels is None:
+        raise Failure(f"{subject} has no OAR labels to train on", allow_retries=False)
+    return make_subject(
+        defaced.image,
+        scan.labels,
+        defaced.kept_mask,
+        get_profile(study.profile),
+        study.label_policy,
+        key=f"{subject}/{method}",
+        cache_dir=cache_dir,
+    )
+
+
+def _fingerprint(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@asset(
+    partitions_def=fold_defacer_partitions,
+    ins={
+        "study_cohort": AssetIn(),
+        "raw_scans": AssetIn(partition_mapping=AllPartitionMapping()),
+        "defaced_scans": AssetIn(partition_mapping=ALL_SUBJECTS_OF_METHOD),
+    },
+    io_manager_key="model_io_manager",
+    group_name="training",
+    op_tags=GPU_OP_TAGS,
+    pool=GPU_POOL,
+    retry_policy=GPU_RETRY,
+    automation_condition=AutomationCondition.eager(),
+    output_required=False,
+)
+def unet_models(
+    context: AssetExecutionContext,
+    study: StudyConfig,
+    compute: ComputeConfig,
+    study_cohort: pd.DataFrame,
+    raw_scans: LazyPartitions,
+    defaced_scans: LazyPartitions,
+):
+    """The study's U-Net trained on one method's defaced images for one fold.
+
+    Methods outside the study's compared set are skipped (no model, the run
+    says why): their faces were never removed, so the study has no cohort for them.
+    """
+    keys = context.partition_key.keys_by_dimension
+    fold, method = int(keys["fold"]), keys["defacer"]
+    compared = study_cohort.attrs.get("compared_methods", [])
+    if method not in compared:
+        context.log.warning(
+            f"{method} is not a compared method ({', '.join(compared)}): no model trained; "
+            "name it in StudyConfig.compared_methods to train one anyway"
+        )
+        return
+    members = cohort_members(study_cohort, fold)
+    if not members["train"] or not members["validation"]:
+        raise Failure(
+            f"fold {fold}: {len(study_cohort)} usable subjects leave it without training or "
+            f"validation subjects ({N_FOLDS} folds need at least {N_FOLDS})",
+            allow_retries=False,
+        )
+    profile = get_profile(study.profile)
+    scratch = Path(compute.scratch_dir)
+    subjects = {
+        role: [
+            _training_subject(s, method, raw_scans, defaced_scans, study, scratch / "preprocessed")
+            for s in names
+        ]
+        for role, names in members.items()
+    }
+    config = {
+        "fold": fold,
+        "defacer": method,
+        "profile": dataclasses.asdict(profile),
+        "training_spacing_mm": profile.training_spacing,
+        "label_policy": study.label_policy,
+        "labels": {"background": 0, **OAR_LABELS},
+        "seed": study.seed,
+        "subjects": members,
+        "input_digests": {
+            role: [subject[DIGEST] for subject in group] for role, group in subjects.items()
+        },
+    }
+    fingerprint = _fingerprint(config)
+    checkpoint_dir = scratch / "checkpoints" / f"defacer={method}" / f"fold={fold}" / fingerprint
+    started = time.perf_counter()
+    with lease_device(compute.device_list(), compute.lock_folder()) as lease:
+        device = lease.torch_device if torch.cuda.is_available() else "cpu"
+        context.log.info(
+            f"training fold {fold} on {method}: {len(members['train'])} train / "
+            f"{len(members['validation'])} validation subjects, profile {profile.name}, "
+            f"device {device} (lease {lease.device}), checkpoints in {checkpoint_dir}"
+        )
+        result: TrainingResult = train_model(
+            subjects["train"],
+            subjects["validation"],
+            profile,
+            study.seed,
+            checkpoint_dir,
+            log=context.log.info,
+            device=device,
+        )
+    seconds = time.perf_counter() - started
+    config |= {
+        "fingerprint": fingerprint,
+        "device": device,
+        "versions": {
+            package: version(package)
+            for package in ("defacing_assets", "torch", "monai", "torchio", "SimpleITK")
+        },
+    }
+    result = dataclasses.replace(result, config=config)
+    history = result.history
+    best = history.iloc[result.best_epoch]
+    yield Output(
+        result,
+        metadata={
+            "best_epoch": result.best_epoch + 1,
+            "epochs": len(history),
+            "best_val_loss": float(best["val_loss"]),
+            "val_dice_at_best": float(best["val_dice"]),
+            "max_val_dice": float(history["val_dice"].max()),
+            "train_subjects": ", ".join(members["train"]),
+            "validation_subjects": ", ".join(members["validation"]),
+            "profile": profile.name,
+            "seed": study.seed,
+            "device": device,
+            "seconds": round(seconds, 1),
+            "seconds_per_epoch": round(float(history["seconds"].mean()), 2),
+            "loss_curves": png_metadata(
+                loss_curves(history, f"{method}, fold {fold}", result.best_epoch),
+                f"loss curves {method} fold {fold}",
+            ),
+        },
+    )
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -1,0 +1,52 @@
+"""GPU routing: op tags, the default executor, and retries for training and inference.
+
+Steps tagged ``defacing/resource: gpu`` are limited by the multiprocess
+executor to one per visible GPU (one on a CPU-only machine), belong to the
+``gpu`` pool (a run-spanning limit set with ``dagster instance concurrency``),
+and carry a ``dagster-k8s/config`` tag so ``k8s_job_executor`` gives each pod
+one GPU on a GPU node. Which GPU a step uses is decided by its device lease
+(``segmentation.devices``).
+"""
+
+from __future__ import annotations
+
+from dagster import Backoff, Jitter, RetryPolicy, multiprocess_executor
+
+from defacing_assets.segmentation.devices import visible_devices
+
+GPU_TAG_KEY = "defacing/resource"
+GPU_TAG_VALUE = "gpu"
+GPU_POOL = "gpu"
+
+K8S_GPU_CONFIG = {
+    "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+    "pod_spec_config": {
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
+
+GPU_OP_TAGS = {GPU_TAG_KEY: GPU_TAG_VALUE, "dagster-k8s/config": K8S_GPU_CONFIG}
+
+GPU_RETRY = RetryPolicy(
+    max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
+"""Transient failures (a lost device, a full disk, a preempted node); training resumes
+from its last checkpoint, so a retry costs at most one epoch."""
+
+
+def gpu_slots() -> int:
+    """GPU steps that may run at once: the GPUs seen, at least one."""
+    return max(1, len(visible_devices()))
+
+
+def default_executor(max_concurrent: int | None = None):
+    """The multiprocess executor with GPU-tagged steps limited to :func:`gpu_slots`."""
+    config: dict = {
+        "tag_concurrency_limits": [
+            {"key": GPU_TAG_KEY, "value": GPU_TAG_VALUE, "limit": gpu_slots()}
+        ]
+    }
+    if max_concurrent is not None:
+        config["max_concurrent"] = max_concurrent
+    return multiprocess_executor.configured(config, name="gpu_aware_multiprocess")
