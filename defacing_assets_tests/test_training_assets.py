@@ -7,6 +7,7 @@ import pytest
 import torch
 from dagster import MultiPartitionKey, instance_for_test, materialize
 
+from defacing_assets.assets import training
 from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.assets.qc import qc_labels, study_cohort
@@ -14,7 +15,7 @@ from defacing_assets.assets.training import unet_models
 from defacing_assets.cohort.synthetic import write_cohort
 from defacing_assets.evaluation.cohort import fold_roles
 from defacing_assets.profiles import get_profile
-from defacing_assets.segmentation.train import MODEL_FILES
+from defacing_assets.segmentation.train import MODEL_FILES, train_model
 from defacing_assets_tests.conftest import study_resources
 
 SUBJECTS = [f"SYN{index:03d}" for index in range(1, 6)]
@@ -51,20 +52,23 @@ def trained(tmp_path_factory):
             GRAPH, selection=[study_cohort], instance=instance, resources=resources
         ).success
         results = {
-            method: materialize(
-                GRAPH,
-                selection=[unet_models],
-                partition_key=MultiPartitionKey({"fold": "0", "defacer": method}),
-                instance=instance,
-                resources=resources,
-            )
-            for method in ("original", "pydeface")
+            method: _train(instance, resources, "0", method) for method in ("original", "pydeface")
         }
-    return study, results
+        yield study, results, instance, resources
+
+
+def _train(instance, resources, fold: str, method: str):
+    return materialize(
+        GRAPH,
+        selection=[unet_models],
+        partition_key=MultiPartitionKey({"fold": fold, "defacer": method}),
+        instance=instance,
+        resources=resources,
+    )
 
 
 def test_model_is_trained_on_the_folds_split_and_stored(trained):
-    study, results = trained
+    study, results, _, _ = trained
     result = results["original"]
     assert result.success
     folder = study / "store" / "unet_models" / "defacer=original" / "fold=0"
@@ -97,8 +101,34 @@ def test_model_is_trained_on_the_folds_split_and_stored(trained):
 
 
 def test_method_outside_the_comparison_is_skipped_without_a_model(trained):
-    study, results = trained
+    study, results, _, _ = trained
     result = results["pydeface"]
     assert result.success
     assert result.asset_materializations_for_node("unet_models") == []
     assert not (study / "store" / "unet_models" / "defacer=pydeface").exists()
+
+
+def test_transient_failure_is_retried_and_resumes_from_the_checkpoint(trained, monkeypatch):
+    study, _, instance, resources = trained
+    attempts = []
+
+    def flaky_train_model(*args, log, **kwargs):
+        attempts.append(len(attempts) + 1)
+
+        def failing_log(line: str) -> None:
+            log(line)
+            if len(attempts) == 1 and line.startswith("epoch 2/"):
+                raise OSError("simulated: GPU fell off the bus")
+
+        return train_model(*args, log=failing_log, **kwargs)
+
+    monkeypatch.setattr(training, "train_model", flaky_train_model)
+    result = _train(instance, resources, "1", "original")
+    assert result.success
+    assert attempts == [1, 2]
+    assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    messages = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert any(m.startswith("resuming after epoch 2 ") for m in messages), messages
+    folder = study / "store" / "unet_models" / "defacer=original" / "fold=1"
+    history = pd.read_parquet(folder / "history.parquet")
+    assert list(history["epoch"]) == list(range(get_profile("ci").max_epochs))

@@ -197,7 +197,7 @@ def train_model(
         best_val_loss, best_epoch = state["best_val_loss"], state["best_epoch"]
         stale, finished = state["stale"], state["finished"]
         _set_rng_states(state["rng"])
-        log(f"resuming after epoch {state['epoch']} (best epoch {best_epoch})")
+        log(f"resuming after epoch {state['epoch'] + 1} (best epoch {best_epoch + 1})")
 
     model.train()
     epoch = len(history)
