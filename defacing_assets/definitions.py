@@ -8,6 +8,7 @@ from dagster import (
 )
 
 from defacing_assets.assets.defacing import defaced_scans
+from defacing_assets.assets.inference import predictions
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
 from defacing_assets.assets.training import unet_models
@@ -32,6 +33,7 @@ defs = Definitions(
         study_cohort,
         voxel_loss,
         unet_models,
+        predictions,
     ],
     sensors=[subject_discovery_sensor, defacer_registry_sensor, automation_sensor],
     schedules=[nightly_defacing_retry],

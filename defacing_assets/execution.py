@@ -10,9 +10,14 @@ one GPU on a GPU node. Which GPU a step uses is decided by its device lease
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
 from dagster import Backoff, Jitter, RetryPolicy, multiprocess_executor
 
-from defacing_assets.segmentation.devices import visible_devices
+from defacing_assets.resources import ComputeConfig
+from defacing_assets.segmentation.devices import lease_device, visible_devices
 
 GPU_TAG_KEY = "defacing/resource"
 GPU_TAG_VALUE = "gpu"
@@ -50,3 +55,12 @@ def default_executor(max_concurrent: int | None = None):
     if max_concurrent is not None:
         config["max_concurrent"] = max_concurrent
     return multiprocess_executor.configured(config, name="gpu_aware_multiprocess")
+
+
+@contextmanager
+def leased_torch_device(compute: ComputeConfig, log: Callable[[str], object]) -> Iterator[str]:
+    """The torch device of this GPU step, held for the ``with`` block; ``cpu`` without CUDA."""
+    with lease_device(compute.device_list(), compute.lock_folder()) as lease:
+        device = lease.torch_device if torch.cuda.is_available() else "cpu"
+        log(f"device {device} (lease {lease.device})")
+        yield device

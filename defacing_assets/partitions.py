@@ -30,3 +30,8 @@ fold_defacer_partitions = MultiPartitionsDefinition(
     {"fold": folds_partitions, "defacer": defacers_partitions}
 )
 """One model per cross-validation fold and training method."""
+
+train_eval_partitions = MultiPartitionsDefinition(
+    {"train_defacer": defacers_partitions, "eval_defacer": defacers_partitions}
+)
+"""One cell of the study's train x evaluation matrix (Table 2)."""

@@ -87,7 +87,13 @@ class ComputeConfig(ConfigurableResource):
 
 def study_resources() -> dict:
     """All resources for one environment, from environment variables with local defaults."""
-    from defacing_assets.storage import DefacedScanStore, ModelStore, ScanStore, TableStore
+    from defacing_assets.storage import (
+        DefacedScanStore,
+        ModelStore,
+        PredictionStore,
+        ScanStore,
+        TableStore,
+    )
 
     storage = os.environ.get("DEFACING_STORAGE", DEFAULT_STORAGE)
     study_dir = os.environ.get("DEFACING_STUDY", DEFAULT_STUDY)
@@ -103,6 +109,7 @@ def study_resources() -> dict:
         "defaced_io_manager": DefacedScanStore(base_path=storage),
         "io_manager": TableStore(base_path=storage),
         "model_io_manager": ModelStore(base_path=storage),
+        "prediction_io_manager": PredictionStore(base_path=storage),
         "compute": ComputeConfig(
             devices=[d.strip() for d in devices.split(",") if d.strip()],
             scratch_dir=os.environ.get("DEFACING_SCRATCH", f"{study_dir}/scratch"),

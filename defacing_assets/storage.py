@@ -29,6 +29,7 @@ from defacing_assets.defacers.base import DefacingResult
 from defacing_assets.imaging.atomic import atomic_directory, atomic_write_bytes
 from defacing_assets.imaging.io import volume_from_bytes, volume_to_bytes
 from defacing_assets.partitions import DIMENSION_NAMES
+from defacing_assets.segmentation.infer import CohortPredictions
 from defacing_assets.segmentation.train import TrainingResult, load_model, save_model
 
 
@@ -70,7 +71,7 @@ class LazyPartitions(Mapping):
         return len(self._loaders)
 
 
-class _LazyVolumes(_PartitionFolders):
+class _LazyLoading(_PartitionFolders):
     """Several partitions, or an input annotated :class:`LazyPartitions`, load lazily;
     a missing partition fails when accessed, naming it."""
 
@@ -90,7 +91,7 @@ class _LazyVolumes(_PartitionFolders):
         return self.load_from_path(context, path)
 
 
-class ScanIOManager(_LazyVolumes):
+class ScanIOManager(_LazyLoading):
     """A :class:`Scan` as a folder: ``image.nii.gz``, ``labels.nii.gz``, ``scan.json``."""
 
     def dump_to_path(self, context: OutputContext, obj: Scan, path: UPath) -> None:
@@ -127,7 +128,7 @@ class ScanIOManager(_LazyVolumes):
         )
 
 
-class DefacedScanIOManager(_LazyVolumes):
+class DefacedScanIOManager(_LazyLoading):
     """A :class:`DefacingResult` as ``image.nii.gz``, ``kept_mask.nii.gz``, ``result.json``.
 
     A failed method stores only ``result.json`` (status and reason): failure is data.
@@ -166,7 +167,25 @@ class TableIOManager(_PartitionFolders):
         return pd.read_parquet(io.BytesIO(path.read_bytes()), engine="pyarrow")
 
 
-class ModelIOManager(_PartitionFolders):
+class PredictionIOManager(_PartitionFolders):
+    """Predictions as ``<subject>.nii.gz`` label maps plus ``folds.json``."""
+
+    def dump_to_path(self, context: OutputContext, obj: CohortPredictions, path: UPath) -> None:
+        with atomic_directory(path) as staging:
+            for subject, labels in obj.labels.items():
+                (staging / f"{subject}.nii.gz").write_bytes(volume_to_bytes(labels))
+            (staging / "folds.json").write_text(json.dumps(obj.folds, indent=1, sort_keys=True))
+
+    def load_from_path(self, context: InputContext, path: UPath) -> CohortPredictions:
+        folds = json.loads((path / "folds.json").read_text())
+        labels = {}
+        for subject in folds:
+            file = path / f"{subject}.nii.gz"
+            labels[subject] = volume_from_bytes(file.read_bytes(), str(file))
+        return CohortPredictions(labels, {s: int(f) for s, f in folds.items()})
+
+
+class ModelIOManager(_LazyLoading):
     """A trained model as ``model.pt``, ``config.json`` and ``history.parquet``."""
 
     def dump_to_path(self, context: OutputContext, obj: TrainingResult, path: UPath) -> None:
@@ -209,3 +228,9 @@ class ModelStore(_Store):
     """Trained models."""
 
     manager_class = ModelIOManager
+
+
+class PredictionStore(_Store):
+    """Predicted label maps."""
+
+    manager_class = PredictionIOManager

@@ -18,7 +18,13 @@ def ci_cohort(tmp_path_factory):
 def study_resources(data, study) -> dict:
     """Resources of a `ci` study reading ``data`` and storing under ``study/store``."""
     from defacing_assets.resources import ComputeConfig, StudyConfig
-    from defacing_assets.storage import DefacedScanStore, ModelStore, ScanStore, TableStore
+    from defacing_assets.storage import (
+        DefacedScanStore,
+        ModelStore,
+        PredictionStore,
+        ScanStore,
+        TableStore,
+    )
 
     store = str(study / "store")
     return {
@@ -27,5 +33,6 @@ def study_resources(data, study) -> dict:
         "defaced_io_manager": DefacedScanStore(base_path=store),
         "io_manager": TableStore(base_path=store),
         "model_io_manager": ModelStore(base_path=store),
+        "prediction_io_manager": PredictionStore(base_path=store),
         "compute": ComputeConfig(scratch_dir=str(study / "scratch")),
     }

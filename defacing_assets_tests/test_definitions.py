@@ -91,13 +91,18 @@ def test_snapshot_of_assets_and_partitions():
             "defacer:defacers x fold:0,1,2,3,4",
             ["defaced_scans", "raw_scans", "study_cohort"],
         ),
+        "predictions": (
+            "eval_defacer:defacers x train_defacer:defacers",
+            ["defaced_scans", "study_cohort", "unet_models"],
+        ),
     }
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"geometry_consistent", "labels_present", "original_shows_face"}
 
 
-def test_training_runs_on_gpu_routed_retried_steps():
-    model = defs.get_assets_def("unet_models")
+@pytest.mark.parametrize("name", ["unet_models", "predictions"])
+def test_training_and_inference_run_on_gpu_routed_retried_steps(name):
+    model = defs.get_assets_def(name)
     assert model.op.tags["defacing/resource"] == "gpu"
     assert model.op.pool == "gpu"
     k8s = json.loads(model.op.tags["dagster-k8s/config"])

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -9,17 +10,19 @@ from dagster import MultiPartitionKey, instance_for_test, materialize
 
 from defacing_assets.assets import training
 from defacing_assets.assets.defacing import defaced_scans
+from defacing_assets.assets.inference import predictions
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.assets.qc import qc_labels, study_cohort
 from defacing_assets.assets.training import unet_models
 from defacing_assets.cohort.synthetic import write_cohort
 from defacing_assets.evaluation.cohort import fold_roles
+from defacing_assets.imaging.io import load_volume
 from defacing_assets.profiles import get_profile
 from defacing_assets.segmentation.train import MODEL_FILES, train_model
 from defacing_assets_tests.conftest import study_resources
 
 SUBJECTS = [f"SYN{index:03d}" for index in range(1, 6)]
-GRAPH = [raw_scans, defaced_scans, qc_labels, study_cohort, unet_models]
+GRAPH = [raw_scans, defaced_scans, qc_labels, study_cohort, unet_models, predictions]
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +135,28 @@ def test_transient_failure_is_retried_and_resumes_from_the_checkpoint(trained, m
     folder = study / "store" / "unet_models" / "defacer=original" / "fold=1"
     history = pd.read_parquet(folder / "history.parquet")
     assert list(history["epoch"]) == list(range(get_profile("ci").max_epochs))
+
+
+def test_every_test_subject_is_predicted_by_its_folds_model_on_its_own_grid(trained):
+    study, _, instance, resources = trained
+    done = instance.get_materialized_partitions(unet_models.key)
+    for fold in range(5):
+        if MultiPartitionKey({"fold": str(fold), "defacer": "original"}) not in done:
+            assert _train(instance, resources, str(fold), "original").success
+    cell = MultiPartitionKey({"train_defacer": "original", "eval_defacer": "original"})
+    result = materialize(
+        GRAPH, selection=[predictions], partition_key=cell, instance=instance, resources=resources
+    )
+    assert result.success
+    folder = study / "store" / "predictions" / "eval_defacer=original" / "train_defacer=original"
+    cohort = pd.read_parquet(study / "store" / "study_cohort.parquet")
+    folds = json.loads((folder / "folds.json").read_text())
+    assert folds == dict(zip(cohort["subject"], cohort["fold"].astype(int), strict=True))
+    for subject in SUBJECTS:
+        predicted = load_volume(folder / f"{subject}.nii.gz")
+        original = load_volume(
+            study / "store" / "raw_scans" / f"subject={subject}" / "image.nii.gz"
+        )
+        assert predicted.shape == original.shape
+        np.testing.assert_allclose(predicted.affine, original.affine, atol=1e-4)
+        assert set(np.unique(predicted.array)) <= set(range(9))

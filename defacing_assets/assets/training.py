@@ -10,7 +10,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
-import torch
 from dagster import (
     AllPartitionMapping,
     AssetExecutionContext,
@@ -31,12 +30,11 @@ from defacing_assets.cohort.scan import Scan
 from defacing_assets.defacers.base import DefacingResult
 from defacing_assets.evaluation.cohort import fold_roles
 from defacing_assets.evaluation.plots import loss_curves
-from defacing_assets.execution import GPU_OP_TAGS, GPU_POOL, GPU_RETRY
+from defacing_assets.execution import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, leased_torch_device
 from defacing_assets.partitions import N_FOLDS, fold_defacer_partitions
 from defacing_assets.profiles import get_profile
 from defacing_assets.resources import ComputeConfig, StudyConfig
 from defacing_assets.segmentation.data import DIGEST, make_subject
-from defacing_assets.segmentation.devices import lease_device
 from defacing_assets.segmentation.train import TrainingResult, train_model
 from defacing_assets.storage import LazyPartitions
 
@@ -47,6 +45,17 @@ ALL_SUBJECTS_OF_METHOD = MultiPartitionMapping(
     }
 )
 """A (fold, method) model reads the method's defaced scans of every subject."""
+
+
+def is_compared(context: AssetExecutionContext, cohort: pd.DataFrame, method: str) -> bool:
+    """Whether ``method`` is in the study's comparison; logs why not (the step then skips)."""
+    compared = cohort.attrs.get("compared_methods", [])
+    if method not in compared:
+        context.log.warning(
+            f"{method} is not a compared method ({', '.join(compared)}): skipped; name it in "
+            "StudyConfig.compared_methods to include it anyway"
+        )
+    return method in compared
 
 
 def cohort_members(cohort: pd.DataFrame, fold: int) -> dict[str, list[str]]:
@@ -121,12 +130,7 @@ def unet_models(
     """
     keys = context.partition_key.keys_by_dimension
     fold, method = int(keys["fold"]), keys["defacer"]
-    compared = study_cohort.attrs.get("compared_methods", [])
-    if method not in compared:
-        context.log.warning(
-            f"{method} is not a compared method ({', '.join(compared)}): no model trained; "
-            "name it in StudyConfig.compared_methods to train one anyway"
-        )
+    if not is_compared(context, study_cohort, method):
         return
     members = cohort_members(study_cohort, fold)
     if not members["train"] or not members["validation"]:
@@ -160,13 +164,12 @@ def unet_models(
     fingerprint = _fingerprint(config)
     checkpoint_dir = scratch / "checkpoints" / f"defacer={method}" / f"fold={fold}" / fingerprint
     started = time.perf_counter()
-    with lease_device(compute.device_list(), compute.lock_folder()) as lease:
-        device = lease.torch_device if torch.cuda.is_available() else "cpu"
-        context.log.info(
-            f"training fold {fold} on {method}: {len(members['train'])} train / "
-            f"{len(members['validation'])} validation subjects, profile {profile.name}, "
-            f"device {device} (lease {lease.device}), checkpoints in {checkpoint_dir}"
-        )
+    context.log.info(
+        f"training fold {fold} on {method}: {len(members['train'])} train / "
+        f"{len(members['validation'])} validation subjects, profile {profile.name}, "
+        f"checkpoints in {checkpoint_dir}"
+    )
+    with leased_torch_device(compute, context.log.info) as device:
         result: TrainingResult = train_model(
             subjects["train"],
             subjects["validation"],

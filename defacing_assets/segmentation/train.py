@@ -107,6 +107,22 @@ def _dice_per_class(prediction: torch.Tensor, label: torch.Tensor) -> list[float
     return scores
 
 
+def whole_volume_logits(
+    model: torch.nn.Module, image: torch.Tensor, profile: Profile
+) -> torch.Tensor:
+    """Logits (1, 9, ...) of a whole pre-processed volume (1, 1, ...) by sliding window.
+
+    Windows are the training patch size, so instance norm sees what it saw in training.
+    """
+    return sliding_window_inference(
+        image,
+        roi_size=profile.patch_size,
+        sw_batch_size=profile.batch_size,
+        predictor=model,
+        overlap=0.25,
+    ).float()
+
+
 def validate(
     model: torch.nn.Module,
     subjects: Sequence[tio.Subject],
@@ -121,13 +137,7 @@ def validate(
         for subject in subjects:
             image = subject[IMAGE].data[None].float().to(device)
             label = subject[LABEL].data[None, 0].long().to(device)
-            logits = sliding_window_inference(
-                image,
-                roi_size=profile.patch_size,
-                sw_batch_size=profile.batch_size,
-                predictor=model,
-                overlap=0.25,
-            ).float()
+            logits = whole_volume_logits(model, image, profile)
             losses.append(float(torch.nn.functional.cross_entropy(logits, label)))
             dices.append(_dice_per_class(logits.argmax(1).cpu(), label.cpu()))
     model.train()
