@@ -8,7 +8,7 @@ from dagster import (
 )
 
 from defacing_assets.assets.defacing import defaced_scans
-from defacing_assets.assets.inference import predictions
+from defacing_assets.assets.inference import predictions, segmentation_metrics
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
 from defacing_assets.assets.training import unet_models
@@ -34,6 +34,7 @@ defs = Definitions(
         voxel_loss,
         unet_models,
         predictions,
+        segmentation_metrics,
     ],
     sensors=[subject_discovery_sensor, defacer_registry_sensor, automation_sensor],
     schedules=[nightly_defacing_retry],

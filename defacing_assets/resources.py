@@ -35,6 +35,9 @@ class StudyConfig(ConfigurableResource):
             passed QC at least once (as the study did).
         label_policy: what a model trained on defaced images learns: ``original``
             (the full annotation, as the study) or ``kept`` (only voxels the defacer kept).
+        reference_policy: what a prediction on method m's images is scored against:
+            ``kept`` (the annotation restricted to voxels m kept, as the study) or
+            ``original`` (the full annotation).
     """
 
     data_root: str = DEFAULT_DATA
@@ -44,6 +47,7 @@ class StudyConfig(ConfigurableResource):
     roi_names: dict[str, int] = {}
     compared_methods: list[str] = []
     label_policy: Literal["original", "kept"] = "original"
+    reference_policy: Literal["kept", "original"] = "kept"
 
     def subject_sources(self) -> tuple[list[SubjectSource], list[str]]:
         return discover_subjects(self.data_root)

@@ -10,7 +10,7 @@ from dagster import MultiPartitionKey, instance_for_test, materialize
 
 from defacing_assets.assets import training
 from defacing_assets.assets.defacing import defaced_scans
-from defacing_assets.assets.inference import predictions
+from defacing_assets.assets.inference import predictions, segmentation_metrics
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.assets.qc import qc_labels, study_cohort
 from defacing_assets.assets.training import unet_models
@@ -22,7 +22,15 @@ from defacing_assets.segmentation.train import MODEL_FILES, train_model
 from defacing_assets_tests.conftest import study_resources
 
 SUBJECTS = [f"SYN{index:03d}" for index in range(1, 6)]
-GRAPH = [raw_scans, defaced_scans, qc_labels, study_cohort, unet_models, predictions]
+GRAPH = [
+    raw_scans,
+    defaced_scans,
+    qc_labels,
+    study_cohort,
+    unet_models,
+    predictions,
+    segmentation_metrics,
+]
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +153,11 @@ def test_every_test_subject_is_predicted_by_its_folds_model_on_its_own_grid(trai
             assert _train(instance, resources, str(fold), "original").success
     cell = MultiPartitionKey({"train_defacer": "original", "eval_defacer": "original"})
     result = materialize(
-        GRAPH, selection=[predictions], partition_key=cell, instance=instance, resources=resources
+        GRAPH,
+        selection=[predictions, segmentation_metrics],
+        partition_key=cell,
+        instance=instance,
+        resources=resources,
     )
     assert result.success
     folder = study / "store" / "predictions" / "eval_defacer=original" / "train_defacer=original"
@@ -160,3 +172,15 @@ def test_every_test_subject_is_predicted_by_its_folds_model_on_its_own_grid(trai
         assert predicted.shape == original.shape
         np.testing.assert_allclose(predicted.affine, original.affine, atol=1e-4)
         assert set(np.unique(predicted.array)) <= set(range(9))
+
+    scores = pd.read_parquet(
+        study
+        / "store"
+        / "segmentation_metrics"
+        / "eval_defacer=original"
+        / "train_defacer=original.parquet"
+    )
+    assert len(scores) == len(SUBJECTS) * 8
+    assert set(scores["subject"]) == set(SUBJECTS)
+    assert scores["dice"].between(0, 1).all(), "every OAR is annotated and kept by original"
+    assert (scores.loc[scores["omission"] == "", "msd"] >= 0).all()

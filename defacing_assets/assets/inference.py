@@ -1,4 +1,4 @@
-"""predictions: one cell of the train x evaluation matrix, every fold's test subjects."""
+"""predictions and segmentation_metrics: one cell of the train x evaluation matrix."""
 
 import pandas as pd
 from dagster import (
@@ -9,6 +9,7 @@ from dagster import (
     DimensionPartitionMapping,
     Failure,
     IdentityPartitionMapping,
+    MetadataValue,
     MultiPartitionKey,
     MultiPartitionMapping,
     Output,
@@ -16,6 +17,7 @@ from dagster import (
 )
 
 from defacing_assets.assets.training import is_compared
+from defacing_assets.evaluation.scores import SCORE_COLUMNS, score_prediction
 from defacing_assets.execution import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, leased_torch_device
 from defacing_assets.partitions import N_FOLDS, train_eval_partitions
 from defacing_assets.profiles import get_profile
@@ -105,5 +107,54 @@ def predictions(
             "trained_on": trained_on,
             "evaluated_on": evaluated_on,
             "device": device,
+        },
+    )
+
+
+METRIC_COLUMNS = ["subject", "fold", "train_defacer", "eval_defacer", *SCORE_COLUMNS]
+
+
+@asset(
+    partitions_def=train_eval_partitions,
+    ins={
+        "raw_scans": AssetIn(partition_mapping=AllPartitionMapping()),
+        "defaced_scans": AssetIn(partition_mapping=ALL_SUBJECTS_OF_EVALUATION_METHOD),
+    },
+    group_name="evaluation",
+    automation_condition=AutomationCondition.eager(),
+)
+def segmentation_metrics(
+    context: AssetExecutionContext,
+    study: StudyConfig,
+    predictions: CohortPredictions,
+    raw_scans: LazyPartitions,
+    defaced_scans: LazyPartitions,
+):
+    """Per test subject and OAR: Dice, MSD, HD95, mean HD95 against the reference the
+    evaluation method left (``StudyConfig.reference_policy``), and why any is missing."""
+    keys = context.partition_key.keys_by_dimension
+    trained_on, evaluated_on = keys["train_defacer"], keys["eval_defacer"]
+    frames = []
+    for subject, predicted in sorted(predictions.labels.items()):
+        defaced = defaced_scans[MultiPartitionKey({"subject": subject, "defacer": evaluated_on})]
+        scores = score_prediction(
+            predicted, raw_scans[subject].labels, defaced.kept_mask, study.reference_policy
+        )
+        scores.insert(0, "eval_defacer", evaluated_on)
+        scores.insert(0, "train_defacer", trained_on)
+        scores.insert(0, "fold", predictions.folds[subject])
+        scores.insert(0, "subject", subject)
+        frames.append(scores)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_COLUMNS)
+    omitted = table[table["omission"] != ""] if len(table) else table
+    per_oar = table.groupby("oar", sort=False)[["dice", "msd", "hd95"]].mean().round(3)
+    return Output(
+        table,
+        metadata={
+            "subjects": len(predictions.labels),
+            "reference": study.reference_policy,
+            "composite_dice": float(table["dice"].mean()) if len(table) else float("nan"),
+            "omitted": MetadataValue.json(omitted["omission"].value_counts().to_dict()),
+            "per_oar": MetadataValue.md(per_oar.to_markdown()),
         },
     )
