@@ -39,7 +39,7 @@ class ExperimentTable:
     comparisons: pd.DataFrame
     """One row per OAR and method: n, means, p, BH-adjusted p, symbol."""
     summary: pd.DataFrame
-    """Mean and SD per OAR (rows) and method (columns), over the cases compared."""
+    """Mean, SD and count per OAR (rows) and method (columns), over the cases compared."""
     dropped: dict[str, str] = field(default_factory=dict)
     """OARs left out, with the reason."""
 
@@ -115,5 +115,7 @@ def experiment_table(
         comparisons=[(BASELINE, method) for method in methods if method != BASELINE],
         by="oar",
     )
-    summary = rows.pivot_table(index="oar", columns=varying, values=metric, aggfunc=["mean", "std"])
+    summary = rows.pivot_table(
+        index="oar", columns=varying, values=metric, aggfunc=["mean", "std", "count"]
+    )
     return ExperimentTable(comparisons, summary, dropped)

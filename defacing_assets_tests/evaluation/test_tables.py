@@ -1,11 +1,14 @@
 """Table 2 and the per-OAR experiment tables on a constructed study."""
 
+import io
 import itertools
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
+from defacing_assets.evaluation.plots import oar_bars
 from defacing_assets.evaluation.tables import experiment_table, table2
 
 METHODS = ["original", "pydeface"]
@@ -66,3 +69,11 @@ def test_oar_with_too_few_cases_is_dropped_and_says_why(metrics):
     table = experiment_table(few, "dice", experiment=1, methods=METHODS, min_cases=5)
     assert table.dropped == {"Parotid_L": "3 case(s), fewer than 5"}
     assert "Parotid_L" not in set(table.comparisons["oar"])
+
+
+def test_per_oar_figure_renders_with_dropped_oars_noted(metrics):
+    table = experiment_table(metrics, "dice", experiment=2, methods=METHODS)
+    png = oar_bars(table, "Dice", "Experiment 2")
+    assert png.startswith(b"\x89PNG")
+    width, height = Image.open(io.BytesIO(png)).size
+    assert width >= 600 and height == 400
