@@ -99,6 +99,7 @@ def test_snapshot_of_assets_and_partitions():
             "eval_defacer:defacers x train_defacer:defacers",
             ["defaced_scans", "predictions", "raw_scans"],
         ),
+        "stats_tables": (None, ["segmentation_metrics", "study_cohort"]),
     }
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"geometry_consistent", "labels_present", "original_shows_face"}

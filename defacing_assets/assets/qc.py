@@ -17,6 +17,7 @@ from dagster import (
 )
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
+from defacing_assets.assets.inputs import PRESENT_PARTITIONS, concat_partitions
 from defacing_assets.assets.metadata import png_metadata
 from defacing_assets.cohort.scan import Scan
 from defacing_assets.defacers.base import DefacingResult
@@ -158,34 +159,26 @@ def voxel_ratios(context: AssetExecutionContext, raw_scans: Scan, defaced_scans:
     )
 
 
-def _concat(partitions: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    frames = [frame for frame in partitions.values() if not frame.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def _verdicts(study: StudyConfig, qc_labels: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Every QC row with the current qc_overrides.csv applied (validated against the rows)."""
-    qc = _concat(qc_labels)
+    qc = concat_partitions(qc_labels)
     overrides = load_overrides(
         Path(study.study_dir) / OVERRIDES_FILE, set(qc["subject"]), set(qc["defacer"])
     )
     return apply_overrides(qc, overrides)
 
 
-_PRESENT_PARTITIONS = AssetIn(metadata={"allow_missing_partitions": True})
-"""Summaries use what is stored; a partition not computed yet is skipped with a warning
-(the cohort then excludes its subject for "no QC result")."""
-
-
 @asset(
     group_name="qc",
     automation_condition=AutomationCondition.eager(),
-    ins={"qc_labels": _PRESENT_PARTITIONS},
+    ins={"qc_labels": PRESENT_PARTITIONS},
 )
 def study_cohort(
     context: AssetExecutionContext, study: StudyConfig, qc_labels: dict[str, pd.DataFrame]
 ):
-    """Usable subjects (QC passed for every compared method) and their seeded folds."""
+    """Usable subjects (QC passed for every compared method) and their seeded folds.
+
+    A QC partition not computed yet excludes its subject ("no QC result")."""
     qc = _verdicts(study, qc_labels)
     labelled = sorted(qc.loc[qc["labelled"].astype(bool), "subject"].unique())
     cohort, excluded, compared = select_cohort(
@@ -211,13 +204,13 @@ def study_cohort(
 @asset(
     group_name="qc",
     automation_condition=AutomationCondition.eager(),
-    ins={"qc_labels": _PRESENT_PARTITIONS, "voxel_ratios": _PRESENT_PARTITIONS},
+    ins={"qc_labels": PRESENT_PARTITIONS, "voxel_ratios": PRESENT_PARTITIONS},
 )
 def voxel_loss(
     study: StudyConfig, voxel_ratios: dict[str, pd.DataFrame], qc_labels: dict[str, pd.DataFrame]
 ):
     """Table 1 (OARs completely removed / unavailable) and Figure 2 (kept ratio per OAR)."""
-    ratios = _concat(voxel_ratios)
+    ratios = concat_partitions(voxel_ratios)
     qc = _verdicts(study, qc_labels)
     methods = sorted(set(qc["defacer"]) - {"original"})
     table = table1(ratios, qc, methods)

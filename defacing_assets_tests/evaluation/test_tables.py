@@ -1,41 +1,19 @@
 """Table 2 and the per-OAR experiment tables on a constructed study."""
 
 import io
-import itertools
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from defacing_assets.evaluation.plots import oar_bars
 from defacing_assets.evaluation.tables import experiment_table, table2
-
-METHODS = ["original", "pydeface"]
-SUBJECTS = [f"S{i}" for i in range(8)]
-OARS = ["Glnd_Submand_L", "Parotid_L", "LN_Neck_III_L"]
+from defacing_assets_tests.builders import METHODS, OARS, SUBJECTS, study_metrics
 
 
 @pytest.fixture
 def metrics() -> pd.DataFrame:
-    """Dice 0.8 on original images, 0.5 on pydeface images, whatever the training set,
-    with a little subject noise; pydeface erased level III in every subject."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for subject, oar, trained, evaluated in itertools.product(SUBJECTS, OARS, METHODS, METHODS):
-        removed = evaluated == "pydeface" and oar == "LN_Neck_III_L"
-        base = 0.8 if evaluated == "original" else 0.5
-        rows.append(
-            {
-                "subject": subject,
-                "oar": oar,
-                "train_defacer": trained,
-                "eval_defacer": evaluated,
-                "dice": np.nan if removed else base + rng.uniform(-0.02, 0.02),
-                "omission": "completely removed by defacing" if removed else "",
-            }
-        )
-    return pd.DataFrame(rows)
+    return study_metrics()
 
 
 def test_table2_cells_counts_and_column_significance(metrics):
