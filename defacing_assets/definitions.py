@@ -11,7 +11,7 @@ from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.inference import predictions, segmentation_metrics
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
-from defacing_assets.assets.reporting import stats_tables
+from defacing_assets.assets.reporting import stats_tables, study_report
 from defacing_assets.assets.training import unet_models
 from defacing_assets.execution import default_executor
 from defacing_assets.resources import study_resources
@@ -37,6 +37,7 @@ defs = Definitions(
         predictions,
         segmentation_metrics,
         stats_tables,
+        study_report,
     ],
     sensors=[subject_discovery_sensor, defacer_registry_sensor, automation_sensor],
     schedules=[nightly_defacing_retry],

@@ -100,6 +100,19 @@ def test_snapshot_of_assets_and_partitions():
             ["defaced_scans", "predictions", "raw_scans"],
         ),
         "stats_tables": (None, ["segmentation_metrics", "study_cohort"]),
+        "study_report": (
+            None,
+            [
+                "defaced_scans",
+                "qc_labels",
+                "raw_scans",
+                "segmentation_metrics",
+                "stats_tables",
+                "study_cohort",
+                "voxel_loss",
+                "voxel_ratios",
+            ],
+        ),
     }
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"geometry_consistent", "labels_present", "original_shows_face"}

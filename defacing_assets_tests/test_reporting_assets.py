@@ -3,7 +3,8 @@
 import pandas as pd
 from dagster import build_asset_context
 
-from defacing_assets.assets.reporting import FIGURES, stats_tables
+from defacing_assets.assets.reporting import stats_tables
+from defacing_assets.evaluation.results import FIGURES
 from defacing_assets.resources import StudyConfig
 from defacing_assets_tests.builders import METHODS, study_metrics
 

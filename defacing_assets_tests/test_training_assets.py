@@ -12,7 +12,8 @@ from defacing_assets.assets import training
 from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.inference import predictions, segmentation_metrics
 from defacing_assets.assets.ingest import raw_scans
-from defacing_assets.assets.qc import qc_labels, study_cohort
+from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
+from defacing_assets.assets.reporting import stats_tables, study_report
 from defacing_assets.assets.training import unet_models
 from defacing_assets.cohort.synthetic import write_cohort
 from defacing_assets.evaluation.cohort import fold_roles
@@ -26,10 +27,14 @@ GRAPH = [
     raw_scans,
     defaced_scans,
     qc_labels,
+    voxel_ratios,
     study_cohort,
+    voxel_loss,
     unet_models,
     predictions,
     segmentation_metrics,
+    stats_tables,
+    study_report,
 ]
 
 
@@ -53,14 +58,14 @@ def trained(tmp_path_factory):
                 resources=resources,
             ).success
             assert materialize(
-                GRAPH[:3],
+                GRAPH[:4],
                 partition_key=key,
-                selection=GRAPH[1:3],
+                selection=GRAPH[1:4],
                 instance=instance,
                 resources=resources,
             ).success
         assert materialize(
-            GRAPH, selection=[study_cohort], instance=instance, resources=resources
+            GRAPH, selection=[study_cohort, voxel_loss], instance=instance, resources=resources
         ).success
         results = {
             method: _train(instance, resources, "0", method) for method in ("original", "pydeface")
@@ -145,7 +150,9 @@ def test_transient_failure_is_retried_and_resumes_from_the_checkpoint(trained, m
     assert list(history["epoch"]) == list(range(get_profile("ci").max_epochs))
 
 
-def test_every_test_subject_is_predicted_by_its_folds_model_on_its_own_grid(trained):
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    """Every fold trained on original, then predictions and metrics of (original, original)."""
     study, _, instance, resources = trained
     done = instance.get_materialized_partitions(unet_models.key)
     for fold in range(5):
@@ -160,6 +167,11 @@ def test_every_test_subject_is_predicted_by_its_folds_model_on_its_own_grid(trai
         resources=resources,
     )
     assert result.success
+    return trained
+
+
+def test_every_test_subject_is_predicted_by_its_folds_model_on_its_own_grid(evaluated):
+    study, _, _, _ = evaluated
     folder = study / "store" / "predictions" / "eval_defacer=original" / "train_defacer=original"
     cohort = pd.read_parquet(study / "store" / "study_cohort.parquet")
     folds = json.loads((folder / "folds.json").read_text())
@@ -184,3 +196,18 @@ def test_every_test_subject_is_predicted_by_its_folds_model_on_its_own_grid(trai
     assert set(scores["subject"]) == set(SUBJECTS)
     assert scores["dice"].between(0, 1).all(), "every OAR is annotated and kept by original"
     assert (scores.loc[scores["omission"] == "", "msd"] >= 0).all()
+
+
+def test_study_runs_through_to_the_report(evaluated):
+    """From the stored metrics: tables, figures and one HTML report."""
+    study, _, instance, resources = evaluated
+    result = materialize(
+        GRAPH, selection=[stats_tables, study_report], instance=instance, resources=resources
+    )
+    assert result.success
+    report = (study / "report.html").read_text()
+    assert "Table 2: composite Dice" in report and "Published (Sahlsten et al. 2023)" in report
+    assert report.count("data:image/png;base64,") >= 5, "renders and figures embedded"
+    assert "pydeface is not among the compared methods" in report
+    table2 = pd.read_csv(study / "tables" / "table2.csv", index_col=0)
+    assert list(table2.index) == ["original"]

@@ -1,32 +1,41 @@
-"""stats_tables: Table 2, the per-OAR experiment tables and Figures 3, 4, A1, A2."""
+"""stats_tables and study_report: the study's answer as tables, figures and one HTML file."""
 
+import datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, AutomationCondition, MetadataValue, Output, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetExecutionContext,
+    AssetIn,
+    AutomationCondition,
+    MetadataValue,
+    MultiPartitionKey,
+    Output,
+    asset,
+)
 
 from defacing_assets.assets.inputs import PRESENT_PARTITIONS, concat_partitions
 from defacing_assets.assets.metadata import png_metadata
-from defacing_assets.evaluation.plots import oar_bars
-from defacing_assets.evaluation.tables import experiment_table, table2
+from defacing_assets.cohort.fingerprint import file_sha256
+from defacing_assets.evaluation.report import ReportInputs, main_effects, render_html
+from defacing_assets.evaluation.results import study_results
+from defacing_assets.qc.render import montage_png
 from defacing_assets.resources import StudyConfig
+from defacing_assets.storage import LazyPartitions
 
-METRICS = {"dice": "Dice", "msd": "MSD (mm)", "hd95": "HD95 (mm)", "mean_hd95": "mean HD95 (mm)"}
-FIGURES = {
-    "figure3": (1, "dice"),
-    "figure4": (2, "dice"),
-    "figureA1": (1, "msd"),
-    "figureA2": (2, "msd"),
-}
-"""Experiment 1 (trained on each set, evaluated on original) and 2 (trained on
-original, evaluated on each set), Dice in the main figures, MSD in the appendix."""
-EXPERIMENTS = {1: "trained on each set, evaluated on original", 2: "trained on original"}
+PACKAGES = ("defacing_assets", "dagster", "torch", "monai", "torchio", "SimpleITK", "scipy")
 
 
 def _write_table(folder: Path, name: str, table: pd.DataFrame) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / f"{name}.csv")
     table.reset_index().to_parquet(folder / f"{name}.parquet", index=False)
+
+
+def _methods(cohort: pd.DataFrame) -> list[str]:
+    return list(cohort.attrs.get("compared_methods", []))
 
 
 @asset(
@@ -41,45 +50,138 @@ def stats_tables(
     segmentation_metrics: dict[str, pd.DataFrame],
 ):
     """Every comparison of the study in one long table; tables as CSV and Parquet under
-    ``<study>/tables``, figures as PNG under ``<study>/figures``."""
+    ``<study>/tables``, Figures 3, 4, A1, A2 as PNG under ``<study>/figures``."""
     metrics = concat_partitions(segmentation_metrics)
-    methods = list(study_cohort.attrs.get("compared_methods", []))
-    study_dir = Path(study.study_dir)
-    tables_dir, figures_dir = study_dir / "tables", study_dir / "figures"
     if metrics.empty:
         context.log.warning("no segmentation_metrics stored yet: nothing to compare")
         return Output(pd.DataFrame(), metadata={"comparisons": 0})
-
-    table = table2(metrics, methods)
-    _write_table(tables_dir, "table2", table.cells)
-    _write_table(tables_dir, "table2_n", table.n)
-    _write_table(tables_dir, "table2_significance", table.significance)
-    comparisons = [table.significance.assign(table="table2", metric="dice")]
+    results = study_results(metrics, _methods(study_cohort))
+    tables_dir = Path(study.study_dir) / "tables"
+    figures_dir = Path(study.study_dir) / "figures"
+    table2 = results.table2
+    _write_table(tables_dir, "table2", table2.cells)
+    _write_table(tables_dir, "table2_n", table2.n)
+    _write_table(tables_dir, "table2_significance", table2.significance)
+    comparisons = [table2.significance.assign(table="table2", metric="dice")]
     metadata: dict = {
-        "table2": MetadataValue.md(table.cells.to_markdown()),
-        "table2_n": MetadataValue.md(table.n.to_markdown()),
-        "table2_significance": MetadataValue.md(table.significance.to_markdown(index=False)),
+        "table2": MetadataValue.md(table2.cells.to_markdown()),
+        "table2_n": MetadataValue.md(table2.n.to_markdown()),
+        "table2_significance": MetadataValue.md(table2.significance.to_markdown(index=False)),
     }
-    experiments = {}
-    for experiment in EXPERIMENTS:
-        for metric in METRICS:
-            result = experiment_table(metrics, metric, experiment, methods)
-            experiments[experiment, metric] = result
-            name = f"experiment{experiment}_{metric}"
-            _write_table(tables_dir, name, result.comparisons)
-            comparisons.append(result.comparisons.assign(table=name, metric=metric))
-            if result.dropped:
-                metadata[f"{name}_dropped"] = MetadataValue.json(result.dropped)
+    for name, experiment in results.experiments.items():
+        _write_table(tables_dir, name, experiment.comparisons)
+        comparisons.append(experiment.comparisons.assign(table=name))
+        if experiment.dropped:
+            metadata[f"{name}_dropped"] = MetadataValue.json(experiment.dropped)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    for name, (experiment, metric) in FIGURES.items():
-        png = oar_bars(
-            experiments[experiment, metric],
-            METRICS[metric],
-            f"Experiment {experiment} ({EXPERIMENTS[experiment]}): {METRICS[metric]}",
-        )
+    for name, png in results.figures.items():
         (figures_dir / f"{name}.png").write_bytes(png)
         metadata[name] = png_metadata(png, name)
     long = pd.concat(comparisons, ignore_index=True)
     metadata["comparisons"] = len(long)
     metadata["tables_folder"] = MetadataValue.path(str(tables_dir))
     return Output(long, metadata=metadata)
+
+
+@asset(
+    group_name="evaluation",
+    deps=[stats_tables],
+    ins={
+        "qc_labels": PRESENT_PARTITIONS,
+        "voxel_ratios": PRESENT_PARTITIONS,
+        "segmentation_metrics": PRESENT_PARTITIONS,
+        "raw_scans": AssetIn(partition_mapping=AllPartitionMapping()),
+        "defaced_scans": AssetIn(partition_mapping=AllPartitionMapping()),
+    },
+    automation_condition=AutomationCondition.eager(),
+)
+def study_report(
+    context: AssetExecutionContext,
+    study: StudyConfig,
+    study_cohort: pd.DataFrame,
+    voxel_loss: pd.DataFrame,
+    qc_labels: dict[str, pd.DataFrame],
+    voxel_ratios: dict[str, pd.DataFrame],
+    segmentation_metrics: dict[str, pd.DataFrame],
+    raw_scans: LazyPartitions,
+    defaced_scans: LazyPartitions,
+):
+    """One self-contained HTML report, ``<study>/report.html``."""
+    methods = _methods(study_cohort)
+    metrics = concat_partitions(segmentation_metrics)
+    ratios = concat_partitions(voxel_ratios)
+    qc = concat_partitions(qc_labels)
+    results = study_results(metrics, methods)
+    renders = {}
+    if len(study_cohort):
+        example = str(study_cohort["subject"].iloc[0])
+        scan = raw_scans[example]
+        for method in methods:
+            key = MultiPartitionKey({"subject": example, "defacer": method})
+            defaced = defaced_scans[key]
+            if defaced.image is not None:
+                renders[f"{example} defaced by {method}"] = montage_png(
+                    defaced.image, scan.modality
+                )
+    settings = {
+        "profile": study.profile,
+        "seed": str(study.seed),
+        "compared methods": ", ".join(methods),
+        "training labels": study.label_policy,
+        "evaluation reference": study.reference_policy,
+        "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    registry = study.defacers()
+    sources, _ = study.subject_sources()
+    provenance: dict[str, object] = {
+        **{f"version {package}": version(package) for package in PACKAGES},
+        **{
+            f"defacer {name}": f"{registry[name].defacer.tool} {registry[name].defacer.version()}"
+            f" ({registry[name].source})"
+            for name in methods
+            if name in registry
+        },
+        **{
+            f"sha256 {path}": digest
+            for path, digest in file_sha256([source.path for source in sources]).items()
+        },
+    }
+    qc_counts = (
+        qc.groupby("defacer")["passed"]
+        .agg(["sum", "count"])
+        .rename(columns={"sum": "QC passed", "count": "scans"})
+        .reset_index()
+        if len(qc)
+        else pd.DataFrame()
+    )
+    effects = main_effects(ratios, metrics)
+    document = render_html(
+        ReportInputs(
+            title=f"Defacing and OAR segmentation: {Path(study.study_dir).name}",
+            settings=settings,
+            cohort=study_cohort,
+            qc_counts=qc_counts,
+            renders=renders,
+            table1=voxel_loss.set_index(voxel_loss.columns[0]) if len(voxel_loss) else voxel_loss,
+            figure2=_read(Path(study.study_dir) / "figures" / "figure2.png"),
+            table2=results.table2,
+            experiments=results.experiments,
+            figures=results.figures,
+            main_effects=effects,
+            provenance=provenance,
+        )
+    )
+    path = Path(study.study_dir) / "report.html"
+    path.write_text(document, encoding="utf-8")
+    return Output(
+        pd.DataFrame({"main_effect": effects}),
+        metadata={
+            "report": MetadataValue.path(str(path.resolve())),
+            "main_effects": MetadataValue.md("\n".join(f"- {line}" for line in effects)),
+            "bytes": len(document.encode()),
+        },
+    )
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
