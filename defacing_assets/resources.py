@@ -38,6 +38,8 @@ class StudyConfig(ConfigurableResource):
         reference_policy: what a prediction on method m's images is scored against:
             ``kept`` (the annotation restricted to voxels m kept, as the study) or
             ``original`` (the full annotation).
+        min_cases: an OAR with fewer (subject) cases in a per-OAR comparison is dropped
+            from it, and the tables say so (the study dropped level III: 1 and 2 cases).
     """
 
     data_root: str = DEFAULT_DATA
@@ -48,6 +50,7 @@ class StudyConfig(ConfigurableResource):
     compared_methods: list[str] = []
     label_policy: Literal["original", "kept"] = "original"
     reference_policy: Literal["kept", "original"] = "kept"
+    min_cases: int = 5
 
     def subject_sources(self) -> tuple[list[SubjectSource], list[str]]:
         return discover_subjects(self.data_root)

@@ -99,7 +99,7 @@ def test_snapshot_of_assets_and_partitions():
             "eval_defacer:defacers x train_defacer:defacers",
             ["defaced_scans", "predictions", "raw_scans"],
         ),
-        "stats_tables": (None, ["segmentation_metrics", "study_cohort"]),
+        "stats_tables": (None, ["segmentation_metrics", "study_cohort", "voxel_loss"]),
         "study_report": (
             None,
             [

@@ -18,9 +18,12 @@ def test_stats_tables_writes_tables_and_figures(tmp_path):
         for (t, e), rows in metrics.groupby(["train_defacer", "eval_defacer"])
     }
     config = StudyConfig(data_root=str(tmp_path), study_dir=str(tmp_path))
-    output = stats_tables(build_asset_context(), config, cohort, partitions)
+    table1 = pd.DataFrame({"OAR": ["LN_Neck_III_L", "Total"], "pydeface": ["8", "8 (50%)"]})
+    output = stats_tables(build_asset_context(), config, cohort, table1, partitions)
     long = output.value
     assert set(long["table"]) >= {"table2", "experiment1_dice", "experiment2_msd"}
+    stored_table1 = pd.read_csv(tmp_path / "tables" / "table1.csv", index_col=0)
+    assert stored_table1.loc["Total", "pydeface"] == "8 (50%)"
     assert {f"{name}.png" for name in FIGURES} <= {p.name for p in (tmp_path / "figures").iterdir()}
     table2 = pd.read_csv(tmp_path / "tables" / "table2.csv", index_col=0)
     assert table2.loc["original", "original"].startswith("0.8")

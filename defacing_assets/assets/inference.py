@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from defacing_assets.assets.training import is_compared
-from defacing_assets.evaluation.scores import SCORE_COLUMNS, score_prediction
+from defacing_assets.evaluation.scores import SCORE_COLUMNS, omitted_subject, score_prediction
 from defacing_assets.execution import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, leased_torch_device
 from defacing_assets.partitions import N_FOLDS, train_eval_partitions
 from defacing_assets.profiles import get_profile
@@ -130,19 +130,27 @@ def segmentation_metrics(
     raw_scans: LazyPartitions,
     defaced_scans: LazyPartitions,
 ):
-    """Per test subject and OAR: Dice, MSD, HD95, mean HD95 against the reference the
-    evaluation method left (``StudyConfig.reference_policy``), and why any is missing."""
+    """Per subject and OAR: Dice, MSD, HD95, mean HD95 against the reference the
+    evaluation method left (``StudyConfig.reference_policy``), and why any is missing
+    (subjects outside the cohort get rows with that reason and no values, fold -1)."""
     keys = context.partition_key.keys_by_dimension
     trained_on, evaluated_on = keys["train_defacer"], keys["eval_defacer"]
     frames = []
-    for subject, predicted in sorted(predictions.labels.items()):
-        defaced = defaced_scans[MultiPartitionKey({"subject": subject, "defacer": evaluated_on})]
-        scores = score_prediction(
-            predicted, raw_scans[subject].labels, defaced.kept_mask, study.reference_policy
-        )
+    for subject in sorted(raw_scans):
+        if subject in predictions.labels:
+            key = MultiPartitionKey({"subject": subject, "defacer": evaluated_on})
+            scores = score_prediction(
+                predictions.labels[subject],
+                raw_scans[subject].labels,
+                defaced_scans[key].kept_mask,
+                study.reference_policy,
+            )
+            fold = predictions.folds[subject]
+        else:
+            scores, fold = omitted_subject(), -1
         scores.insert(0, "eval_defacer", evaluated_on)
         scores.insert(0, "train_defacer", trained_on)
-        scores.insert(0, "fold", predictions.folds[subject])
+        scores.insert(0, "fold", fold)
         scores.insert(0, "subject", subject)
         frames.append(scores)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_COLUMNS)

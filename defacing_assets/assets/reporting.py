@@ -34,6 +34,11 @@ def _write_table(folder: Path, name: str, table: pd.DataFrame) -> None:
     table.reset_index().to_parquet(folder / f"{name}.parquet", index=False)
 
 
+def _table1(voxel_loss: pd.DataFrame) -> pd.DataFrame:
+    """voxel_loss stores Table 1 with its OAR index as the first column."""
+    return voxel_loss.set_index(voxel_loss.columns[0]) if len(voxel_loss) else voxel_loss
+
+
 def _methods(cohort: pd.DataFrame) -> list[str]:
     return list(cohort.attrs.get("compared_methods", []))
 
@@ -47,23 +52,31 @@ def stats_tables(
     context: AssetExecutionContext,
     study: StudyConfig,
     study_cohort: pd.DataFrame,
+    voxel_loss: pd.DataFrame,
     segmentation_metrics: dict[str, pd.DataFrame],
 ):
-    """Every comparison of the study in one long table; tables as CSV and Parquet under
-    ``<study>/tables``, Figures 3, 4, A1, A2 as PNG under ``<study>/figures``."""
-    metrics = concat_partitions(segmentation_metrics)
-    if metrics.empty:
-        context.log.warning("no segmentation_metrics stored yet: nothing to compare")
-        return Output(pd.DataFrame(), metadata={"comparisons": 0})
-    results = study_results(metrics, _methods(study_cohort))
+    """Every comparison of the study in one long table; Table 1, Table 2 and the per-OAR
+    tables as CSV and Parquet under ``<study>/tables``, Figures 2 (from ``voxel_loss``),
+    3, 4, A1, A2 as PNG under ``<study>/figures``."""
     tables_dir = Path(study.study_dir) / "tables"
     figures_dir = Path(study.study_dir) / "figures"
+    table1 = _table1(voxel_loss)
+    _write_table(tables_dir, "table1", table1)
+    metadata: dict = {"table1": MetadataValue.md(table1.to_markdown())}
+    figure2 = _read(figures_dir / "figure2.png")
+    if figure2 is not None:
+        metadata["figure2"] = png_metadata(figure2, "Figure 2")
+    metrics = concat_partitions(segmentation_metrics)
+    if metrics.empty:
+        context.log.warning("no segmentation_metrics stored yet: only Table 1")
+        return Output(pd.DataFrame(), metadata={**metadata, "comparisons": 0})
+    results = study_results(metrics, _methods(study_cohort), study.min_cases)
     table2 = results.table2
     _write_table(tables_dir, "table2", table2.cells)
     _write_table(tables_dir, "table2_n", table2.n)
     _write_table(tables_dir, "table2_significance", table2.significance)
     comparisons = [table2.significance.assign(table="table2", metric="dice")]
-    metadata: dict = {
+    metadata |= {
         "table2": MetadataValue.md(table2.cells.to_markdown()),
         "table2_n": MetadataValue.md(table2.n.to_markdown()),
         "table2_significance": MetadataValue.md(table2.significance.to_markdown(index=False)),
@@ -111,14 +124,15 @@ def study_report(
     metrics = concat_partitions(segmentation_metrics)
     ratios = concat_partitions(voxel_ratios)
     qc = concat_partitions(qc_labels)
-    results = study_results(metrics, methods)
-    renders = {}
+    results = study_results(metrics, methods, study.min_cases)
+    renders, commands = {}, {}
     if len(study_cohort):
         example = str(study_cohort["subject"].iloc[0])
         scan = raw_scans[example]
         for method in methods:
             key = MultiPartitionKey({"subject": example, "defacer": method})
             defaced = defaced_scans[key]
+            commands[f"command {method} ({example})"] = defaced.command or "(in-process)"
             if defaced.image is not None:
                 renders[f"{example} defaced by {method}"] = montage_png(
                     defaced.image, scan.modality
@@ -141,6 +155,7 @@ def study_report(
             for name in methods
             if name in registry
         },
+        **commands,
         **{
             f"sha256 {path}": digest
             for path, digest in file_sha256([source.path for source in sources]).items()
@@ -162,7 +177,7 @@ def study_report(
             cohort=study_cohort,
             qc_counts=qc_counts,
             renders=renders,
-            table1=voxel_loss.set_index(voxel_loss.columns[0]) if len(voxel_loss) else voxel_loss,
+            table1=_table1(voxel_loss),
             figure2=_read(Path(study.study_dir) / "figures" / "figure2.png"),
             table2=results.table2,
             experiments=results.experiments,

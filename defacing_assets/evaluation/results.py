@@ -7,7 +7,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from defacing_assets.evaluation.plots import oar_bars
-from defacing_assets.evaluation.tables import ExperimentTable, Table2, experiment_table, table2
+from defacing_assets.evaluation.tables import (
+    DEFAULT_MIN_CASES,
+    ExperimentTable,
+    Table2,
+    experiment_table,
+    table2,
+)
 
 METRICS = {"dice": "Dice", "msd": "MSD (mm)", "hd95": "HD95 (mm)", "mean_hd95": "mean HD95 (mm)"}
 EXPERIMENTS = {
@@ -32,10 +38,14 @@ class StudyResults:
     """``figure3``, ``figure4``, ``figureA1``, ``figureA2`` -> PNG."""
 
 
-def study_results(metrics: pd.DataFrame, methods: list[str]) -> StudyResults:
+def study_results(
+    metrics: pd.DataFrame, methods: list[str], min_cases: int = DEFAULT_MIN_CASES
+) -> StudyResults:
     """Table 2, both experiments for all four metrics, and the four per-OAR figures."""
     experiments = {
-        f"experiment{experiment}_{metric}": experiment_table(metrics, metric, experiment, methods)
+        f"experiment{experiment}_{metric}": experiment_table(
+            metrics, metric, experiment, methods, min_cases
+        )
         for experiment in EXPERIMENTS
         for metric in METRICS
     }

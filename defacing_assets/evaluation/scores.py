@@ -36,6 +36,28 @@ SCORE_COLUMNS = [
 ABSENT = "absent from the annotation"
 REMOVED = "completely removed by defacing"
 EMPTY_PREDICTION = "empty prediction: distances omitted"
+OUTSIDE_COHORT = "subject outside the cohort (QC failed for a compared method, or no labels)"
+
+
+def omitted_subject() -> pd.DataFrame:
+    """The rows of a subject that is not scored at all: every OAR, no values."""
+    return pd.DataFrame(
+        [
+            {
+                "oar": name,
+                "label": label,
+                "reference_voxels": 0,
+                "predicted_voxels": 0,
+                "dice": math.nan,
+                "msd": math.nan,
+                "hd95": math.nan,
+                "mean_hd95": math.nan,
+                "omission": OUTSIDE_COHORT,
+            }
+            for label, name in LABEL_NAMES.items()
+        ],
+        columns=SCORE_COLUMNS,
+    )
 
 
 def score_prediction(

@@ -8,7 +8,9 @@ import pytest
 from defacing_assets.evaluation.scores import (
     ABSENT,
     EMPTY_PREDICTION,
+    OUTSIDE_COHORT,
     REMOVED,
+    omitted_subject,
     score_prediction,
 )
 from defacing_assets.imaging.volume import Volume
@@ -79,3 +81,9 @@ def test_prediction_on_another_grid_is_refused(annotation):
     other = Volume(annotation, np.diag([1.0, 1.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="prediction grid"):
         score_prediction(other, _volume(annotation))
+
+
+def test_subject_outside_the_cohort_is_recorded_without_values():
+    rows = omitted_subject()
+    assert len(rows) == 8 and (rows["omission"] == OUTSIDE_COHORT).all()
+    assert rows[["dice", "msd", "hd95", "mean_hd95"]].isna().all().all()
