@@ -2,7 +2,13 @@
 
 import pandas as pd
 import pytest
-from dagster import MultiPartitionKey, build_asset_context, instance_for_test, materialize
+from dagster import (
+    AssetMaterialization,
+    MultiPartitionKey,
+    build_asset_context,
+    instance_for_test,
+    materialize,
+)
 
 from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.ingest import raw_scans
@@ -70,13 +76,14 @@ def _qc_partitions(n_subjects: int, failing: set[tuple[str, str]] = frozenset())
 def test_override_flips_a_verdict_and_changes_the_cohort(study):
     config = StudyConfig(data_root=str(study), study_dir=str(study), seed=1)
     partitions = _qc_partitions(7)
-    before = study_cohort(build_asset_context(), config, partitions).value
+    [before] = study_cohort(build_asset_context(), config, partitions)
+    before = before.value
     assert sorted(before["subject"]) == [f"S{i}" for i in range(7)]
 
     (study / "qc_overrides.csv").write_text(
         "subject,defacer,passed,rater,note\nS3,pydeface,false,AB,mouth visible in oblique\n"
     )
-    output = study_cohort(build_asset_context(), config, partitions)
+    [output] = study_cohort(build_asset_context(), config, partitions)
     assert "S3" not in set(output.value["subject"])
     assert output.metadata["manual_overrides"].value == 1
     assert "pydeface: QC failed" in output.metadata["excluded"].value
@@ -87,7 +94,7 @@ def test_bad_override_file_stops_the_cohort_with_the_line(study):
     (study / "qc_overrides.csv").write_text("subject,defacer,passed\nS99,pydeface,true\n")
     config = StudyConfig(data_root=str(study), study_dir=str(study))
     with pytest.raises(OverrideError, match="qc_overrides.csv:2: unknown subject 'S99'"):
-        study_cohort(build_asset_context(), config, _qc_partitions(5))
+        list(study_cohort(build_asset_context(), config, _qc_partitions(5)))
 
 
 def test_voxel_loss_writes_table1_and_figure2(study):
@@ -115,3 +122,25 @@ def test_voxel_loss_writes_table1_and_figure2(study):
     assert table.loc["LN_Neck_III_L", "pydeface"] == "1"
     assert table.loc["Unavailable incl. QC failures", "pydeface"] == "2 (100%)"
     assert (study / "figures" / "figure2.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unchanged_cohort_is_not_materialized_again(study):
+    """A new defacer that passes QC nowhere leaves the cohort as it was: nothing
+    new downstream (no model retrained)."""
+    config = StudyConfig(data_root=str(study), study_dir=str(study), seed=1)
+    with instance_for_test() as instance:
+        [first] = study_cohort(build_asset_context(instance=instance), config, _qc_partitions(6))
+        instance.report_runless_asset_event(
+            AssetMaterialization("study_cohort", metadata=first.metadata)
+        )
+        partitions = _qc_partitions(6)
+        for key, frame in list(partitions.items()):
+            if key.startswith("never_works|"):
+                partitions[key.replace("never_works", "new_tool")] = frame.assign(
+                    defacer="new_tool"
+                )
+        assert list(study_cohort(build_asset_context(instance=instance), config, partitions)) == []
+
+        (study / "qc_overrides.csv").write_text("subject,defacer,passed\nS2,pydeface,false\n")
+        [changed] = study_cohort(build_asset_context(instance=instance), config, partitions)
+        assert "S2" not in set(changed.value["subject"])

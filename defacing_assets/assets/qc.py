@@ -1,5 +1,7 @@
 """QC verdicts, voxel ratios, the study cohort and the voxel-loss summary (Table 1, Figure 2)."""
 
+import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -168,26 +170,43 @@ def _verdicts(study: StudyConfig, qc_labels: dict[str, pd.DataFrame]) -> pd.Data
     return apply_overrides(qc, overrides)
 
 
+def _cohort_fingerprint(cohort: pd.DataFrame, compared: list[str]) -> str:
+    payload = {"cohort": cohort.to_dict("records"), "compared": compared}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 @asset(
     group_name="qc",
     automation_condition=AutomationCondition.eager(),
     ins={"qc_labels": PRESENT_PARTITIONS},
+    output_required=False,
 )
 def study_cohort(
     context: AssetExecutionContext, study: StudyConfig, qc_labels: dict[str, pd.DataFrame]
 ):
     """Usable subjects (QC passed for every compared method) and their seeded folds.
 
-    A QC partition not computed yet excludes its subject ("no QC result")."""
+    A QC partition not computed yet excludes its subject ("no QC result"). When
+    the cohort, its folds and the compared methods are what is already stored,
+    nothing new is materialized, so models and evaluations downstream stay
+    current: a defacer that fails QC everywhere retrains nothing."""
     qc = _verdicts(study, qc_labels)
     labelled = sorted(qc.loc[qc["labelled"].astype(bool), "subject"].unique())
     cohort, excluded, compared = select_cohort(
         qc, labelled, study.compared_methods or None, N_FOLDS, study.seed
     )
     cohort.attrs["compared_methods"] = compared  # stored with the table (Parquet metadata)
-    return Output(
+    fingerprint = _cohort_fingerprint(cohort, compared)
+    previous = context.instance.get_latest_materialization_event(context.asset_key)
+    if previous is not None:
+        stored = previous.asset_materialization.metadata.get("cohort_fingerprint")
+        if stored is not None and stored.value == fingerprint:
+            context.log.info("cohort, folds and compared methods unchanged: not re-materialized")
+            return
+    yield Output(
         cohort,
         metadata={
+            "cohort_fingerprint": fingerprint,
             "compared_methods": ", ".join(compared),
             "usable_subjects": len(cohort),
             "manual_overrides": int(qc["manual"].sum()),
