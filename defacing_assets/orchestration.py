@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from defacing_assets.assets.defacing import defaced_scans
+from defacing_assets.assets.graph import STUDY_ASSETS
 from defacing_assets.assets.inference import predictions, segmentation_metrics
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
@@ -78,6 +79,22 @@ def materialize_missing(
     return failed
 
 
+def materialize_summaries(
+    instance: DagsterInstance, summaries: list[AssetsDefinition], resources: dict
+) -> None:
+    """One run of unpartitioned summary assets, reading everything upstream from storage."""
+    result = materialize(
+        STUDY_ASSETS,
+        selection=summaries,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+        run_config=_QUIET,
+    )
+    names = ", ".join(asset.key.to_user_string() for asset in summaries)
+    print(f"{names} {'ok' if result.success else 'FAILED'}", flush=True)
+
+
 def register_partitions(instance: DagsterInstance, resources: dict) -> None:
     """What the two sensors do each tick, done once: new subjects and defacers."""
     study = resources["study"]
@@ -107,17 +124,7 @@ def run_demo_study() -> list[tuple[str, str]]:
     materialize_missing(instance, defaced_scans, pairs, resources, [raw_scans])
     for asset in (qc_labels, voxel_ratios):
         materialize_missing(instance, asset, pairs, resources, [raw_scans, defaced_scans])
-    summaries = [study_cohort, voxel_loss]
-    graph = [raw_scans, defaced_scans, qc_labels, voxel_ratios, *summaries]
-    result = materialize(
-        graph,
-        selection=summaries,
-        instance=instance,
-        resources=resources,
-        raise_on_error=False,
-        run_config=_QUIET,
-    )
-    print(f"study_cohort, voxel_loss {'ok' if result.success else 'FAILED'}", flush=True)
+    materialize_summaries(instance, [study_cohort, voxel_loss], resources)
     cohort = latest_metadata(instance, study_cohort.key, None)
     compared = [m for m in cohort.get("compared_methods", "").split(", ") if m]
     model_keys = [
@@ -137,16 +144,7 @@ def run_demo_study() -> list[tuple[str, str]]:
         materialize_missing(instance, predictions, cells, resources, [*upstream, unet_models])
         upstream = [*upstream, unet_models, predictions]
         materialize_missing(instance, segmentation_metrics, cells, resources, upstream)
-        reporting = [stats_tables, study_report]
-        result = materialize(
-            [*graph, unet_models, predictions, segmentation_metrics, *reporting],
-            selection=reporting,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            run_config=_QUIET,
-        )
-        print(f"stats_tables, study_report {'ok' if result.success else 'FAILED'}", flush=True)
+        materialize_summaries(instance, [stats_tables, study_report], resources)
     else:
         print(
             f"unet_models skipped: {N_FOLDS}-fold training needs {N_FOLDS} usable subjects, "

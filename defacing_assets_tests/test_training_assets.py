@@ -9,10 +9,10 @@ import torch
 from dagster import MultiPartitionKey, instance_for_test, materialize
 
 from defacing_assets.assets import training
-from defacing_assets.assets.defacing import defaced_scans
+from defacing_assets.assets.graph import STUDY_ASSETS
 from defacing_assets.assets.inference import predictions, segmentation_metrics
 from defacing_assets.assets.ingest import raw_scans
-from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
+from defacing_assets.assets.qc import study_cohort, voxel_loss
 from defacing_assets.assets.reporting import stats_tables, study_report
 from defacing_assets.assets.training import unet_models
 from defacing_assets.cohort.synthetic import write_cohort
@@ -23,19 +23,7 @@ from defacing_assets.segmentation.train import MODEL_FILES, train_model
 from defacing_assets_tests.conftest import study_resources
 
 SUBJECTS = [f"SYN{index:03d}" for index in range(1, 6)]
-GRAPH = [
-    raw_scans,
-    defaced_scans,
-    qc_labels,
-    voxel_ratios,
-    study_cohort,
-    voxel_loss,
-    unet_models,
-    predictions,
-    segmentation_metrics,
-    stats_tables,
-    study_report,
-]
+GRAPH = STUDY_ASSETS
 
 
 @pytest.fixture(scope="module")
