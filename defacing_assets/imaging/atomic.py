@@ -2,7 +2,12 @@
 
 Data goes to a temporary name in the destination folder and is renamed into
 place, for single files and for whole partition folders. Works on local paths
-and on fsspec URLs (where the rename is a copy-then-delete).
+and on fsspec URLs (``s3://``, ``gs://``, ``memory://``...). Object stores have
+no folder rename: there a folder is replaced file by file, its JSON record
+(``scan.json``, ``result.json``, ``folds.json``, ``config.json``: what the
+readers open first or require) removed first and written last, so an
+interrupted replace leaves a partition that reads as missing, never a mix of
+old and new files that reads as valid.
 """
 
 from __future__ import annotations
@@ -12,6 +17,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from upath import UPath
+
+RECORD_SUFFIX = ".json"
+"""Files with this suffix describe their folder; see the module docstring."""
+
+_LOCAL_PROTOCOLS = {"", "file", "local"}
+
+
+def is_local(path: UPath) -> bool:
+    """Whether ``path`` (a UPath or a pathlib.Path) is on the local file system, where
+    renames are atomic."""
+    return getattr(path, "protocol", "") in _LOCAL_PROTOCOLS
 
 
 def _temporary_sibling(path: UPath, tag: str) -> UPath:
@@ -28,12 +44,34 @@ def atomic_write_bytes(path: UPath, data: bytes) -> None:
 def _remove_tree(path: UPath) -> None:
     if not path.exists():
         return
+    if not is_local(path):
+        # Object stores have no empty folders to rmdir; fsspec removes the prefix.
+        path.fs.rm(path.path, recursive=True)
+        return
     if path.is_dir():
         for child in path.iterdir():
             _remove_tree(child)
         path.rmdir()
     else:
         path.unlink()
+
+
+def _relative(file: str, folder: str) -> str:
+    return file[len(folder) :].lstrip("/")
+
+
+def _replace_remote(staging: UPath, path: UPath) -> None:
+    """Move ``staging``'s files to ``path`` on a file system without folder rename."""
+    fs = path.fs
+    if path.exists():
+        old = sorted(fs.find(path.path), key=lambda f: not f.endswith(RECORD_SUFFIX))
+        for file in old:  # records first: from here on the old partition reads as missing
+            fs.rm_file(file)
+        _remove_tree(path)
+    new = sorted(fs.find(staging.path), key=lambda f: f.endswith(RECORD_SUFFIX))
+    for file in new:  # records last: the partition reads as valid only when complete
+        fs.mv(file, f"{path.path.rstrip('/')}/{_relative(file, staging.path)}")
+    _remove_tree(staging)
 
 
 @contextmanager
@@ -50,6 +88,9 @@ def atomic_directory(path: UPath) -> Iterator[UPath]:
     except BaseException:
         _remove_tree(staging)
         raise
+    if not is_local(path):
+        _replace_remote(staging, path)
+        return
     previous = _temporary_sibling(path, "old")
     if path.exists():
         path.rename(previous)
