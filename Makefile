@@ -12,9 +12,9 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # CPU torch first when none is present: a bare `torch` requirement pulls a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,dicom,deepdefacer]"
+	$(BIN)/pip install --quiet -e ".[dev,dicom,deepdefacer,deploy]"
 	$(BIN)/pip install --quiet --no-deps deepdefacer==2.1.2
 	touch $@
 
