@@ -6,15 +6,20 @@ executor to one per visible GPU (one on a CPU-only machine), belong to the
 and carry a ``dagster-k8s/config`` tag so ``k8s_job_executor`` gives each pod
 one GPU on a GPU node. Which GPU a step uses is decided by its device lease
 (``segmentation.devices``).
+
+``DEFACING_EXECUTOR`` picks the executor: ``multiprocess`` (the default, one
+machine) or ``k8s`` (``dagster_k8s.k8s_job_executor``: one pod per step, from
+the ``deploy`` extra, imported only when chosen).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-from dagster import Backoff, Jitter, RetryPolicy, multiprocess_executor
+from dagster import Backoff, ExecutorDefinition, Jitter, RetryPolicy, multiprocess_executor
 
 from defacing_assets.resources import ComputeConfig
 from defacing_assets.segmentation.devices import lease_device, visible_devices
@@ -22,6 +27,9 @@ from defacing_assets.segmentation.devices import lease_device, visible_devices
 GPU_TAG_KEY = "defacing/resource"
 GPU_TAG_VALUE = "gpu"
 GPU_POOL = "gpu"
+
+EXECUTOR_ENV = "DEFACING_EXECUTOR"
+EXECUTORS = ("multiprocess", "k8s")
 
 K8S_GPU_CONFIG = {
     "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
@@ -45,8 +53,26 @@ def gpu_slots() -> int:
     return max(1, len(visible_devices()))
 
 
-def default_executor(max_concurrent: int | None = None):
-    """The multiprocess executor with GPU-tagged steps limited to :func:`gpu_slots`."""
+def executor_kind(kind: str | None = None) -> str:
+    """``kind``, else ``DEFACING_EXECUTOR``, else ``multiprocess``; refuses unknown names."""
+    chosen = (kind or os.environ.get(EXECUTOR_ENV) or "multiprocess").strip().lower()
+    if chosen not in EXECUTORS:
+        raise ValueError(f"{EXECUTOR_ENV}={chosen!r}: expected one of {', '.join(EXECUTORS)}")
+    return chosen
+
+
+def default_executor(
+    max_concurrent: int | None = None, kind: str | None = None
+) -> ExecutorDefinition:
+    """The executor of every job, chosen by :func:`executor_kind`.
+
+    ``multiprocess``: GPU-tagged steps limited to :func:`gpu_slots` on this machine.
+    ``k8s``: every step its own pod, configured like the run's pod by the
+    K8sRunLauncher; GPU steps get a GPU node through their ``dagster-k8s/config``
+    tag and wait for a slot of the instance's ``gpu`` pool.
+    """
+    if executor_kind(kind) == "k8s":
+        return _k8s_executor(max_concurrent)
     config: dict = {
         "tag_concurrency_limits": [
             {"key": GPU_TAG_KEY, "value": GPU_TAG_VALUE, "limit": gpu_slots()}
@@ -55,6 +81,19 @@ def default_executor(max_concurrent: int | None = None):
     if max_concurrent is not None:
         config["max_concurrent"] = max_concurrent
     return multiprocess_executor.configured(config, name="gpu_aware_multiprocess")
+
+
+def _k8s_executor(max_concurrent: int | None) -> ExecutorDefinition:
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError as error:
+        raise ImportError(
+            f"{EXECUTOR_ENV}=k8s needs dagster-k8s, which is in the deploy extra: "
+            "pip install 'defacing-assets[deploy]'"
+        ) from error
+    if max_concurrent is None:
+        return k8s_job_executor
+    return k8s_job_executor.configured({"max_concurrent": max_concurrent}, name="k8s")
 
 
 @contextmanager
