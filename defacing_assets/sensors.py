@@ -4,9 +4,11 @@ Automation (``AutomationCondition.eager()`` on the assets, evaluated by the
 automation sensor) then requests exactly the partitions that are missing.
 """
 
+import os
+
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, sensor
 
-from defacing_assets.cohort.sources import id_problems, validate_source
+from defacing_assets.cohort.sources import _HECKTOR_SUFFIX, id_problems, validate_source
 from defacing_assets.partitions import defacers_partitions, subjects_partitions
 from defacing_assets.resources import StudyConfig
 
@@ -44,10 +46,37 @@ def new_valid_subjects(study: StudyConfig, existing: set[str], log) -> list[str]
     return new
 
 
+def listed_ids(data_root: str) -> set[str] | None:
+    """The subject ids the data folder's entry names would give, from one listing.
+
+    No file of a subject is looked at, so a tick over thousands of known subjects
+    costs one ``scandir``; ``None`` when the folder cannot be listed.
+    """
+    try:
+        with os.scandir(data_root) as entries:
+            return {
+                entry.name[: -len(_HECKTOR_SUFFIX)]
+                if entry.name.endswith(_HECKTOR_SUFFIX) and entry.is_file()
+                else entry.name
+                for entry in entries
+                if not entry.name.startswith(".")
+            }
+    except OSError:
+        return None
+
+
 @sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
 def subject_discovery_sensor(context: SensorEvaluationContext, study: StudyConfig):
-    """Add valid new subjects as partitions; log why any other entry is refused."""
+    """Add valid new subjects as partitions; log why any other entry is refused.
+
+    When every entry of the data folder is already a partition, the tick stops
+    after one directory listing (see ``benchmarks/RESULTS.md``, partition scale);
+    any other entry (new, refused, stray) leads to the full discovery below.
+    """
     existing = set(context.instance.get_dynamic_partitions(subjects_partitions.name))
+    listed = listed_ids(study.data_root)
+    if listed is not None and listed <= existing:
+        return SensorResult(skip_reason="no new subjects: every data folder entry is a partition")
     new = new_valid_subjects(study, existing, context.log)
     if not new:
         return SensorResult(skip_reason="no new valid subjects")
