@@ -83,10 +83,13 @@ def _cmd_deface(args: argparse.Namespace) -> int:
         problems = image_problems(volume)
         if problems:
             raise InvalidScanError(args.input, "; ".join(problems))
-    except (KeyError, InvalidScanError) as error:
+        labels = _protection_labels(args.labels, volume) if args.labels else None
+    except (KeyError, InvalidScanError, FileNotFoundError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 2
-    result = defacer.deface(volume, args.modality)
+    if labels is not None and not defacer.uses_labels:
+        print(f"note: {args.method} does not use labels; --labels ignored", file=sys.stderr)
+    result = defacer.deface(volume, args.modality, labels)
     if result.status != "ok":
         print(f"{args.method} {result.status}: {result.reason}", file=sys.stderr)
         return 1
@@ -98,6 +101,32 @@ def _cmd_deface(args: argparse.Namespace) -> int:
         f"{result.seconds:.1f} s -> {args.output}"
     )
     return 0
+
+
+def _protection_labels(path: str, image):
+    """The OAR label map behind ``--labels``: a label file, or a subject folder in any layout."""
+    from defacing_assets.cohort.sources import discover_subjects, read_scan
+    from defacing_assets.imaging import InvalidScanError, load_volume
+    from defacing_assets.imaging.validation import label_problems
+
+    given = Path(path)
+    if given.is_dir():
+        sources, _ = discover_subjects(given.parent)
+        source = next((s for s in sources if s.path == given), None)
+        if source is None:
+            raise InvalidScanError(path, "not a subject folder (no image with labels found)")
+        labels = read_scan(source).labels
+        if labels is None:
+            raise InvalidScanError(path, "the subject has no OAR labels")
+        where = str(source.files[1]) if len(source.files) > 1 else path
+    elif given.exists():
+        labels, where = load_volume(given), path
+    else:
+        raise FileNotFoundError(f"{path}: no such label file or subject folder")
+    problems = label_problems(labels, image)
+    if problems:
+        raise InvalidScanError(where, "; ".join(problems))
+    return labels
 
 
 def _cmd_qc(args: argparse.Namespace) -> int:
@@ -210,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     deface.add_argument("input")
     deface.add_argument("output")
     deface.add_argument("--kept-mask", default=None, help="also write the kept-voxel mask")
+    deface.add_argument(
+        "--labels",
+        default=None,
+        help="OAR labels to protect (hnc_safe): a label map on the image grid, or a subject folder",
+    )
     deface.add_argument("--modality", choices=["MR", "CT"], default="MR")
     deface.add_argument("--study", default=None, help="study folder holding defacers.yaml")
     deface.set_defaults(run=_cmd_deface)

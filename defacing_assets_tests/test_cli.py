@@ -172,6 +172,35 @@ def test_deface_refuses_bad_input_and_unknown_methods(tmp_path, capsys):
     assert not (tmp_path / "o.nii.gz").exists()
 
 
+def test_deface_hnc_safe_protects_the_labels_it_is_given(tmp_path, ci_cohort, capsys):
+    from defacing_assets.imaging import load_volume
+
+    source = ci_cohort / "SYN001"
+    image = str(source / "image.nii.gz")
+    labels = load_volume(source / "label.nii.gz").array
+    for given in (str(source), str(source / "label.nii.gz")):
+        out, kept = tmp_path / "defaced.nii.gz", tmp_path / "kept.nii.gz"
+        command = ["deface", "--method", "hnc_safe", image, str(out), "--kept-mask", str(kept)]
+        assert main([*command, "--labels", given]) == 0
+        mask = load_volume(kept).array
+        assert mask[labels > 0].all() and (mask == 0).any()
+    assert "% of voxels changed" in capsys.readouterr().out
+
+
+def test_deface_labels_that_do_not_fit_are_refused_by_name(tmp_path, ci_cohort, capsys):
+    from defacing_assets.imaging import save_volume
+
+    source = ci_cohort / "SYN001"
+    wrong_grid = tmp_path / "labels.nii.gz"
+    save_volume(Volume(tiny_labels(), AFFINE), wrong_grid)
+    command = ["deface", "--method", "hnc_safe", str(source / "image.nii.gz"), str(tmp_path / "o")]
+    assert main([*command, "--labels", str(wrong_grid)]) == 2
+    assert f"{wrong_grid}:" in capsys.readouterr().err
+    assert main([*command, "--labels", str(tmp_path / "nowhere")]) == 2
+    assert "no such label file or subject folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_qc_json_agrees_with_truth_for_pydeface_and_the_original(tmp_path, ci_cohort, capsys):
     source = ci_cohort / "SYN002"
     defaced = tmp_path / "defaced.nii.gz"

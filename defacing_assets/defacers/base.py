@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -31,6 +31,8 @@ class DefacingResult:
     version: str
     command: str
     seconds: float
+    details: dict[str, float] = field(default_factory=dict)
+    """Method-specific measurements (for example the refaced shell's volume in ml)."""
 
     def record(self) -> dict:
         """Everything but the volumes, as JSON-ready values."""
@@ -41,6 +43,7 @@ class DefacingResult:
             "version": self.version,
             "command": self.command,
             "seconds": round(self.seconds, 3),
+            "details": self.details,
         }
 
     @property
@@ -61,6 +64,7 @@ class MethodOutput:
     replacement: np.ndarray | None = None
     """Values for the removed voxels (None: zero them)."""
     command: str = ""
+    details: dict[str, float] = field(default_factory=dict)
 
 
 class Defacer(ABC):
@@ -70,6 +74,8 @@ class Defacer(ABC):
     tool: str = ""
     changes_voxels: bool = True
     """False only for the identity; any other method that changes nothing is warned about."""
+    uses_labels: bool = False
+    """True for methods that protect the OARs: :meth:`compute` then also gets ``labels``."""
 
     def version(self) -> str:
         return "unknown"
@@ -80,9 +86,16 @@ class Defacer(ABC):
 
     @abstractmethod
     def compute(self, volume: Volume, modality: str) -> MethodOutput:
-        """Which voxels to keep; raise DefacingFailed when the tool fails."""
+        """Which voxels to keep; raise DefacingFailed when the tool fails.
 
-    def deface(self, volume: Volume, modality: str = "MR") -> DefacingResult:
+        A method with :attr:`uses_labels` takes a third argument, ``labels``
+        (the OAR label map on the image's grid, or None).
+        """
+
+    def deface(
+        self, volume: Volume, modality: str = "MR", labels: Volume | None = None
+    ) -> DefacingResult:
+        """Run the method; ``labels`` reach only methods that use them."""
         started = time.perf_counter()
         ready, why = self.available()
         if not ready:
@@ -90,7 +103,11 @@ class Defacer(ABC):
                 None, None, "unavailable", why, self.tool, self.version(), "", 0.0
             )
         try:
-            output = self.compute(volume, modality)
+            output = (
+                self.compute(volume, modality, labels)
+                if self.uses_labels
+                else self.compute(volume, modality)
+            )
         except DefacingFailed as error:
             return DefacingResult(
                 None,
@@ -120,4 +137,5 @@ class Defacer(ABC):
             version=self.version(),
             command=output.command,
             seconds=time.perf_counter() - started,
+            details=dict(output.details),
         )

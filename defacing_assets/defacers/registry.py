@@ -21,6 +21,7 @@ from pathlib import Path
 
 from defacing_assets.defacers.base import Defacer
 from defacing_assets.defacers.deepdefacer import DeepDefacer
+from defacing_assets.defacers.hnc_safe import HncSafe
 from defacing_assets.defacers.original import Original
 from defacing_assets.defacers.pydeface import Pydeface
 from defacing_assets.defacers.quickshear import Quickshear
@@ -39,7 +40,7 @@ class RegisteredDefacer:
 
 
 def _python_builtins() -> list[Defacer]:
-    return [Original(), Pydeface(), Quickshear(), DeepDefacer()]
+    return [Original(), Pydeface(), Quickshear(), DeepDefacer(), HncSafe()]
 
 
 def _command_line_defacers(specs: dict, source: str) -> dict[str, tuple[Defacer, str]]:

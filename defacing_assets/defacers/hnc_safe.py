@@ -1,0 +1,294 @@
+"""``hnc_safe``: remove the face, keep every organ at risk.
+
+Every published tool either left the face or cut into the OARs under the jaw
+(the study's conclusion). This method finds the face the way ``pydeface``
+does (pydeface's template registered to the scan, its face mask carried
+over), but changes only a shell under the skin inside that face region and
+never a voxel near an OAR:
+
+1. ``face``: the carried face mask, where it says "remove"; scan voxels outside
+   the template's field of view are *not* face (no zero padding, unlike pydeface).
+2. ``shell``: face voxels from :data:`OUTER_MM` outside the skin to ``depth_mm``
+   under it. Every shell voxel is changed.
+3. Refacing (``fill="smooth"``, the default): inside the face, the head is
+   replaced by its morphological opening, then closing, with a ball of
+   ``smoothing_mm``: no nose, lips or eye sockets, just a smooth tissue-coloured
+   surface. Shell voxels inside that surface get the median tissue intensity
+   under the shell, voxels outside it get air; ``fill="blank"`` sets the whole
+   shell to air instead.
+4. Protection: voxels within ``margin_mm`` of any OAR label are never changed.
+   Without labels, an atlas of the OARs (the synthetic cohort's OAR regions on
+   the template, grown by :data:`ATLAS_SLACK_MM` for anatomical variation) is
+   carried over by the same registration and protected instead.
+
+The defaults come from measurements on the demo cohort (benchmarks/RESULTS.md,
+``benchmarks/hnc_safe_depth.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Literal
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from defacing_assets import __version__
+from defacing_assets.cohort.phantom import head_phantom, template_path
+from defacing_assets.defacers.base import Defacer, DefacingFailed, MethodOutput
+from defacing_assets.defacers.pydeface import check_transform, register_template
+from defacing_assets.imaging.io import load_volume
+from defacing_assets.imaging.resample import to_sitk
+from defacing_assets.imaging.volume import Volume
+from defacing_assets.qc.tissue import tissue_mask, tissue_threshold
+
+DEPTH_MM = 5.0
+"""Default shell depth under the skin: with smooth refacing 5 mm passed QC on every demo
+subject, 10 mm left a face on one of four (benchmarks/RESULTS.md)."""
+MARGIN_MM = 5.0
+"""Default protection margin around the OAR labels."""
+SMOOTHING_MM = 65.0
+"""Radius of the ball that smooths the refaced surface: the smallest of 50, 65 and 80 mm with
+no face found on any demo subject nor on pydeface's template (50 mm left one on the template's
+profile; benchmarks/RESULTS.md)."""
+OUTER_MM = 3.0
+"""Air this close outside the skin belongs to the shell: partial-volume skin is face too."""
+ATLAS_SLACK_MM = 10.0
+"""Growth of the atlas OAR regions for anatomy that differs from the template."""
+CT_AIR_HU = -1000.0
+_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class FaceShell:
+    """What refacing changes and with what, on the scan's grid."""
+
+    changed: np.ndarray
+    """bool, voxels given new values."""
+    replacement: np.ndarray
+    """float32, the new values (meaningful where ``changed``)."""
+    protected: np.ndarray
+    """bool, voxels that were never eligible (OARs and their margin)."""
+
+
+def _axial_axis(volume: Volume) -> int:
+    """The array axis closest to the world's superior direction."""
+    return int(np.argmax(np.abs(volume.affine[:3, :3][2]) / np.array(volume.spacing)))
+
+
+def head_mask(volume: Volume, modality: str) -> np.ndarray:
+    """The head: largest tissue region, each axial slice's holes (airway, mouth) filled."""
+    level = tissue_threshold(volume, modality)
+    # Facial skin is thin, partial-volume tissue: on MR half the air/tissue threshold still
+    # shows in a render (the same rule as the QC landmarks).
+    tissue = tissue_mask(volume, modality, level if modality == "CT" else 0.5 * level)
+    labelled, count = ndimage.label(tissue)
+    if count > 1:
+        sizes = ndimage.sum_labels(tissue, labelled, range(1, count + 1))
+        tissue = labelled == (1 + int(np.argmax(sizes)))
+    axis = _axial_axis(volume)
+    filled = np.moveaxis(tissue, axis, 0).copy()
+    for index in range(filled.shape[0]):
+        filled[index] = ndimage.binary_fill_holes(filled[index])
+    return np.moveaxis(filled, 0, axis)
+
+
+def _signed_depth(head: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """mm under the skin inside the head, negative mm outside it."""
+    inside = ndimage.distance_transform_edt(head, sampling=spacing)
+    outside = ndimage.distance_transform_edt(~head, sampling=spacing)
+    return np.where(head, inside, -outside).astype(np.float32)
+
+
+def smooth_surface_head(
+    head: np.ndarray, spacing: tuple[float, float, float], radius_mm: float
+) -> np.ndarray:
+    """Opening then closing with a ball of ``radius_mm`` (exact, through distance maps):
+    the opening takes off the nose and lips, the closing fills the eye sockets."""
+
+    def dilate(mask: np.ndarray) -> np.ndarray:
+        return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+
+    def erode(mask: np.ndarray) -> np.ndarray:
+        return ndimage.distance_transform_edt(mask, sampling=spacing) > radius_mm
+
+    # Pad so that the ball never meets the array's edge (the field of view is not skin).
+    pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing]
+    padded = np.pad(head, [(p, p) for p in pad], mode="edge")
+    opened = dilate(erode(padded))
+    closed = erode(dilate(opened))
+    return closed[tuple(slice(p, -p) for p in pad)]
+
+
+def near_labels(labels: np.ndarray, spacing: tuple[float, float, float], margin_mm: float):
+    """Voxels within ``margin_mm`` of any labelled voxel (the labelled voxels included)."""
+    if not np.any(labels > 0):
+        return np.zeros(labels.shape, dtype=bool)
+    return ndimage.distance_transform_edt(labels == 0, sampling=spacing) <= margin_mm
+
+
+def _scan_to_template_world(
+    volume: Volume, indices: np.ndarray, transform: sitk.Transform
+) -> np.ndarray:
+    """Scan voxel indices -> template world points (RAS mm) through the registration."""
+    affine = sitk.AffineTransform(transform.GetNthTransform(0))
+    matrix = np.array(affine.GetMatrix()).reshape(3, 3)
+    centre = np.array(affine.GetCenter())
+    translation = np.array(affine.GetTranslation())
+    scan_lps = volume.voxel_to_world(indices) @ _LPS
+    template_lps = (scan_lps - centre) @ matrix.T + centre + translation
+    return template_lps @ _LPS
+
+
+def atlas_oar_region(
+    volume: Volume,
+    candidates: np.ndarray,
+    transform: sitk.Transform,
+    margin_mm: float,
+    slack_mm: float = ATLAS_SLACK_MM,
+) -> np.ndarray:
+    """Candidate voxels that fall in an atlas OAR region grown by margin and slack.
+
+    Each OAR is the ellipsoid of its synthetic-cohort specification at the largest
+    volume of its range, on the phantom (pydeface's template plus neck).
+    """
+    from defacing_assets.cohort.synthetic import OAR_SPECS
+
+    phantom = head_phantom("MR")
+    indices = np.argwhere(candidates)
+    protected = np.zeros(candidates.shape, dtype=bool)
+    if indices.size == 0:
+        return protected
+    world = _scan_to_template_world(volume, indices, transform)
+    inverse = np.linalg.inv(phantom.affine)
+    # Specifications are template indices; the phantom's grid starts NECK_MM slices lower.
+    template_index = world @ inverse[:3, :3].T + inverse[:3, 3] - [0.0, 0.0, phantom.k_offset]
+    template_mm = np.linalg.norm(phantom.affine[:3, :3], axis=0)
+    inside = np.zeros(len(indices), dtype=bool)
+    for spec in OAR_SPECS.values():
+        axes_mm = np.array(spec.semi_axes, dtype=float) * template_mm
+        nominal_ml = 4.0 / 3.0 * np.pi * np.prod(axes_mm) / 1000.0
+        axes_mm = axes_mm * (max(spec.volume_ml) / nominal_ml) ** (1 / 3)
+        grown = axes_mm + margin_mm + slack_mm
+        offset_mm = (template_index - np.array(spec.centre)) * template_mm
+        inside |= np.sum((offset_mm / grown) ** 2, axis=1) <= 1.0
+    protected[tuple(indices[inside].T)] = True
+    return protected
+
+
+def face_region(volume: Volume, transform: sitk.Transform) -> np.ndarray:
+    """pydeface's face mask carried onto the scan: True where it removes."""
+    face_mask = to_sitk(load_volume(str(template_path("facemask.nii.gz"))))
+    reference = to_sitk(volume.with_array(np.zeros(volume.shape, dtype=np.uint8)))
+    carried = sitk.Resample(
+        sitk.Cast(face_mask, sitk.sitkFloat32), reference, transform, sitk.sitkLinear, 1.0
+    )
+    return sitk.GetArrayFromImage(carried).transpose(2, 1, 0) < 0.5
+
+
+def air_value(volume: Volume, modality: str) -> float:
+    return CT_AIR_HU if modality == "CT" else float(min(volume.array.min(), 0))
+
+
+def face_shell(
+    volume: Volume,
+    modality: str,
+    face: np.ndarray,
+    protected: np.ndarray,
+    depth_mm: float = DEPTH_MM,
+    fill: Literal["smooth", "blank"] = "smooth",
+    smoothing_mm: float = SMOOTHING_MM,
+) -> FaceShell:
+    """The voxels refacing changes inside ``face`` and their new values."""
+    spacing = volume.spacing
+    head = head_mask(volume, modality)
+    depth = _signed_depth(head, spacing)
+    shell = face & (depth >= -OUTER_MM) & (depth <= depth_mm)
+    air = air_value(volume, modality)
+    replacement = np.full(volume.shape, air, dtype=np.float32)
+    if fill == "smooth":
+        smooth = smooth_surface_head(head, spacing, smoothing_mm)
+        beneath = face & head & (depth > depth_mm) & (depth <= depth_mm + 10.0) & ~protected
+        tissue_value = float(np.median(volume.array[beneath])) if beneath.any() else air
+        # The new face is the smooth head: what stands out of it (nose, lips) becomes air,
+        # and a layer of depth_mm under it becomes tissue, which also seals the nostrils
+        # and fills the eye sockets.
+        under_new_surface = ndimage.distance_transform_edt(smooth, sampling=spacing) <= depth_mm
+        outside_smooth = face & head & ~smooth
+        filled = face & smooth & (shell | under_new_surface)
+        replacement[filled] = tissue_value
+        changed = shell | outside_smooth | filled
+    else:
+        changed = shell
+    return FaceShell(changed=changed & ~protected, replacement=replacement, protected=protected)
+
+
+class HncSafe(Defacer):
+    name = "hnc_safe"
+    tool = "defacing_assets"
+    uses_labels = True
+
+    def __init__(
+        self,
+        depth_mm: float = DEPTH_MM,
+        margin_mm: float = MARGIN_MM,
+        fill: Literal["smooth", "blank"] = "smooth",
+        smoothing_mm: float = SMOOTHING_MM,
+        seed: int = 0,
+    ) -> None:
+        if fill not in ("smooth", "blank"):
+            raise ValueError(f"fill must be 'smooth' or 'blank', got {fill!r}")
+        if depth_mm <= 0 or margin_mm < 0 or smoothing_mm <= 0:
+            raise ValueError(
+                f"depth_mm and smoothing_mm must be positive and margin_mm not negative, got "
+                f"depth_mm={depth_mm}, margin_mm={margin_mm}, smoothing_mm={smoothing_mm}"
+            )
+        self.depth_mm = depth_mm
+        self.margin_mm = margin_mm
+        self.fill = fill
+        self.smoothing_mm = smoothing_mm
+        self.seed = seed
+
+    def version(self) -> str:
+        return (
+            f"defacing_assets {__version__}, pydeface {metadata.version('pydeface')} template, "
+            f"SimpleITK {sitk.Version.VersionString()}"
+        )
+
+    def compute(self, volume: Volume, modality: str, labels: Volume | None = None) -> MethodOutput:
+        if labels is not None and not labels.same_grid(volume):
+            raise ValueError(
+                f"hnc_safe: labels grid {labels.shape} differs from the image {volume.shape}"
+            )
+        scan = to_sitk(volume.with_array(volume.array.astype(np.float32)))
+        template = to_sitk(load_volume(str(template_path())))
+        try:
+            transform = register_template(scan, template, self.seed)
+        except RuntimeError as error:
+            raise DefacingFailed(f"registration failed: {error}") from None
+        check_transform(transform)
+        face = face_region(volume, transform)
+        if labels is not None:
+            protected = near_labels(np.asarray(labels.array), volume.spacing, self.margin_mm)
+            protection = f"OAR labels + {self.margin_mm:g} mm"
+        else:
+            protected = atlas_oar_region(volume, face, transform, self.margin_mm)
+            protection = f"atlas OAR regions + {self.margin_mm:g} mm + {ATLAS_SLACK_MM:g} mm slack"
+        shell = face_shell(
+            volume, modality, face, protected, self.depth_mm, self.fill, self.smoothing_mm
+        )
+        shell_ml = float(shell.changed.sum()) * volume.voxel_volume_ml
+        return MethodOutput(
+            kept_mask=~shell.changed,
+            replacement=shell.replacement,
+            command=(
+                f"hnc_safe: pydeface template face region, {self.fill} refacing of a "
+                f"{self.depth_mm:g} mm shell ({shell_ml:.1f} ml changed), protected: {protection}"
+            ),
+            details={
+                "shell_ml": round(shell_ml, 3),
+                "protected_ml": round(float(shell.protected.sum()) * volume.voxel_volume_ml, 3),
+            },
+        )
