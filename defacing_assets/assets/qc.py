@@ -106,6 +106,15 @@ def qc_labels(
         "identity_distance": verdict.identity_distance
         if verdict.identity_distance is not None
         else MetadataValue.null(),
+        **{
+            name: MetadataValue.float(float(value))
+            if value is not None and value == value
+            else MetadataValue.null()
+            for name, value in (
+                ("face_surface_kept", verdict.face_surface_kept),
+                ("face_depth_correlation", verdict.face_depth_correlation),
+            )
+        },
         "views": MetadataValue.json(verdict.views),
         "landmark_source": verdict.landmark_source,
     }

@@ -19,7 +19,8 @@ from defacing_assets.defacers.base import DefacingResult
 from defacing_assets.imaging.volume import Volume
 from defacing_assets.qc.face import FaceDetector
 from defacing_assets.qc.landmarks import landmarks_from_template, regions_removed
-from defacing_assets.qc.render import render_views
+from defacing_assets.qc.render import render_surface, render_views
+from defacing_assets.qc.surface import facial_surface
 
 QC_COLUMNS = [
     "subject",
@@ -31,6 +32,8 @@ QC_COLUMNS = [
     "nose_removed",
     "mouth_removed",
     "identity_distance",
+    "face_surface_kept",
+    "face_depth_correlation",
     "original_face_detected",
     "reliable",
     "passed",
@@ -57,6 +60,9 @@ class QcVerdict:
     reason: str
     landmark_source: str
     labelled: bool
+    face_surface_kept: float | None = None
+    """Share of the original frontal facial surface still in place (see :mod:`surface`)."""
+    face_depth_correlation: float | None = None
     renders: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -80,6 +86,8 @@ class QcVerdict:
             "nose_removed": self.nose_removed,
             "mouth_removed": self.mouth_removed,
             "identity_distance": self.identity_distance,
+            "face_surface_kept": self.face_surface_kept,
+            "face_depth_correlation": self.face_depth_correlation,
             "passed": self.passed,
             "reason": self.reason,
             "reliable": self.reliable,
@@ -96,7 +104,8 @@ def assess(
 ) -> QcVerdict:
     """QC of one defaced scan against its original."""
     detector = detector or FaceDetector()
-    original_views = render_views(scan.image, scan.modality)
+    original_surfaces = render_surface(scan.image, scan.modality)
+    original_views = {name: view.image for name, view in original_surfaces.items()}
     original_face = any(d.face_detected for d in detector.detect_views(original_views).values())
     base = {
         "subject": scan.subject_id,
@@ -118,7 +127,8 @@ def assess(
             reason=f"defacing {result.status}: {result.reason}",
             landmark_source="none",
         )
-    views = render_views(result.image, scan.modality)
+    surfaces = render_surface(result.image, scan.modality)
+    views = {name: view.image for name, view in surfaces.items()}
     detections = detector.detect_views(views)
     face = any(d.face_detected for d in detections.values())
     if landmarks is None and scan.landmarks is not None:
@@ -129,6 +139,7 @@ def assess(
         source = "given"
     regions = regions_removed(scan.image, result.kept_mask, landmarks, scan.modality)
     identity = detector.identity_distance(original_views["frontal"], views["frontal"])
+    surface = facial_surface(original_surfaces["frontal"], surfaces["frontal"], landmarks)
     passed = not face and all(regions.values())
     reasons = (
         [f"face detected in {', '.join(n for n, d in detections.items() if d.face_detected)}"]
@@ -147,6 +158,8 @@ def assess(
         passed=passed,
         reason="; ".join(reasons) or "face removed",
         landmark_source=source,
+        face_surface_kept=surface.kept_fraction,
+        face_depth_correlation=surface.depth_correlation,
         renders=views,
     )
 
