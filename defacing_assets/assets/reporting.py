@@ -19,7 +19,13 @@ from dagster import (
 from defacing_assets.assets.inputs import PRESENT_PARTITIONS, concat_partitions
 from defacing_assets.assets.metadata import png_metadata
 from defacing_assets.cohort.fingerprint import file_sha256
-from defacing_assets.evaluation.report import ReportInputs, main_effects, render_html
+from defacing_assets.evaluation.report import (
+    ReportInputs,
+    main_effects,
+    original_model_on_defaced,
+    qc_summary,
+    render_html,
+)
 from defacing_assets.evaluation.results import study_results
 from defacing_assets.qc.render import montage_png
 from defacing_assets.resources import StudyConfig
@@ -161,21 +167,14 @@ def study_report(
             for path, digest in file_sha256([source.path for source in sources]).items()
         },
     }
-    qc_counts = (
-        qc.groupby("defacer")["passed"]
-        .agg(["sum", "count"])
-        .rename(columns={"sum": "QC passed", "count": "scans"})
-        .reset_index()
-        if len(qc)
-        else pd.DataFrame()
-    )
     effects = main_effects(ratios, metrics)
     document = render_html(
         ReportInputs(
             title=f"Defacing and OAR segmentation: {Path(study.study_dir).name}",
             settings=settings,
             cohort=study_cohort,
-            qc_counts=qc_counts,
+            qc_summary=qc_summary(qc, ratios),
+            original_model=original_model_on_defaced(metrics),
             renders=renders,
             table1=_table1(voxel_loss),
             figure2=_read(Path(study.study_dir) / "figures" / "figure2.png"),
