@@ -12,8 +12,6 @@ import time
 
 import pandas as pd
 from dagster import (
-    AssetKey,
-    AssetRecordsFilter,
     AssetsDefinition,
     DagsterInstance,
     MultiPartitionKey,
@@ -24,6 +22,7 @@ from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.graph import STUDY_ASSETS
 from defacing_assets.assets.inference import predictions, segmentation_metrics
 from defacing_assets.assets.ingest import raw_scans
+from defacing_assets.assets.metadata import latest_metadata
 from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
 from defacing_assets.assets.reporting import stats_tables, study_report
 from defacing_assets.assets.training import unet_models
@@ -33,17 +32,6 @@ from defacing_assets.sensors import new_valid_subjects
 
 _log = logging.getLogger("defacing_assets")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def latest_metadata(instance: DagsterInstance, key: AssetKey, partition: str | None) -> dict:
-    partitions = [partition] if partition is not None else None
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=partitions), limit=1
-    ).records
-    if not records:
-        return {}
-    materialization = records[0].asset_materialization
-    return {name: value.value for name, value in materialization.metadata.items()}
 
 
 def materialize_missing(

@@ -104,6 +104,20 @@ def test_model_is_trained_on_the_folds_split_and_stored(trained):
     )
 
 
+def test_an_up_to_date_model_is_not_retrained(trained):
+    """study_cohort re-materializes when a compared method is added; models it does not
+    change must not retrain (eager automation requests every fold)."""
+    study, _, instance, resources = trained
+    folder = study / "store" / "unet_models" / "defacer=original" / "fold=0"
+    before = (folder / "model.pt").stat().st_mtime_ns
+    result = _train(instance, resources, "0", "original")
+    assert result.success
+    assert result.asset_materializations_for_node("unet_models") == []
+    messages = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert any("up to date (fingerprint" in m for m in messages), messages
+    assert (folder / "model.pt").stat().st_mtime_ns == before
+
+
 def test_method_outside_the_comparison_is_skipped_without_a_model(trained):
     study, results, _, _ = trained
     result = results["pydeface"]
