@@ -76,6 +76,10 @@ def main() -> None:
                     "seconds": result.seconds,
                     "shell_ml": result.details["shell_ml"],
                     "views_with_face": sum(v["face_detected"] for v in verdict.views.values()),
+                    "best_dlib_score": max(
+                        (v["dlib_score"] for v in verdict.views.values() if v["dlib_score"]),
+                        default=np.nan,
+                    ),
                     "regions_removed": bool(
                         verdict.eyes_removed and verdict.nose_removed and verdict.mouth_removed
                     ),
@@ -97,6 +101,7 @@ def main() -> None:
             passed=("passed", "mean"),
             view_detection_rate=("views_with_face", lambda v: v.sum() / (5 * len(v))),
             regions_removed=("regions_removed", "mean"),
+            best_dlib_score=("best_dlib_score", "max"),
             surface_kept=("face_surface_kept", "mean"),
             depth_correlation=("face_depth_correlation", "mean"),
             shell_ml=("shell_ml", "mean"),
@@ -106,6 +111,7 @@ def main() -> None:
     )
     summary["template views with face"] = template["views_with_face"]
     summary["template passed"] = template["passed"]
+    summary["template best dlib score"] = template["best_dlib_score"]
     print(f"\n{time.strftime('%Y-%m-%d')}, {len(scans) - 1} subjects from {args.data}")
     print(summary.round(3).to_markdown())
 
