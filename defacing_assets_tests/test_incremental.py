@@ -23,10 +23,10 @@ import pytest
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    DagsterInstance,
     Definitions,
     build_sensor_context,
     evaluate_automation_conditions,
-    instance_for_test,
     materialize,
 )
 
@@ -156,7 +156,7 @@ def test_a_new_defacer_materializes_only_its_partitions_and_the_summaries(
     study = tmp_path / "study"
     study.mkdir()
     add_tool(study, "zero_front", 3, 4)
-    with instance_for_test() as instance:
+    with DagsterInstance.ephemeral() as instance:
         deployment = Deployment(instance, study_resources(ci_cohort, study))
         # The automation sensor is running before the sensors register anything: eager()
         # requests partitions that became missing since its previous tick, never at the first.
