@@ -10,7 +10,7 @@ from dagster import (
 from defacing_assets.assets.graph import STUDY_ASSETS
 from defacing_assets.execution import default_executor
 from defacing_assets.resources import study_resources
-from defacing_assets.schedules import nightly_defacing_retry
+from defacing_assets.schedules import NIGHTLY_SCHEDULES
 from defacing_assets.sensors import defacer_registry_sensor, subject_discovery_sensor
 
 automation_sensor = AutomationConditionSensorDefinition(
@@ -23,7 +23,7 @@ automation_sensor = AutomationConditionSensorDefinition(
 defs = Definitions(
     assets=STUDY_ASSETS,
     sensors=[subject_discovery_sensor, defacer_registry_sensor, automation_sensor],
-    schedules=[nightly_defacing_retry],
+    schedules=NIGHTLY_SCHEDULES,
     resources=study_resources(),
     executor=default_executor(),
 )

@@ -10,6 +10,7 @@ from dagster import (
     AssetKey,
     Definitions,
     MultiPartitionKey,
+    SkipReason,
     build_schedule_context,
     build_sensor_context,
     evaluate_automation_conditions,
@@ -20,7 +21,11 @@ from dagster import (
 from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.imaging import load_volume
-from defacing_assets.schedules import nightly_defacing_retry, partitions_to_retry
+from defacing_assets.schedules import (
+    nightly_defacing_retry,
+    nightly_ingest_retry,
+    partitions_to_retry,
+)
 from defacing_assets.sensors import defacer_registry_sensor
 from defacing_assets_tests.conftest import study_resources
 
@@ -159,6 +164,13 @@ def test_nightly_schedule_requests_missing_partitions(ci_cohort, study, instance
     context = build_schedule_context(
         instance=instance, scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=UTC)
     )
-    requests = nightly_defacing_retry(context)
-    assert requests[0].run_key == f"retry-{_key('SYN002', 'original')}-20261126"
-    assert [r.partition_key for r in requests] == [_key("SYN002", "original")]
+    assert isinstance(nightly_defacing_retry(context), SkipReason), "SYN002 is not ingested"
+    [ingest] = nightly_ingest_retry(context)
+    assert ingest.run_key == "ingest-SYN002-20261126" and ingest.partition_key == "SYN002"
+    assert materialize(
+        [raw_scans], partition_key="SYN002", instance=instance, resources=resources
+    ).success
+    assert isinstance(nightly_ingest_retry(context), SkipReason)
+    [retry] = nightly_defacing_retry(context)
+    assert retry.run_key == f"retry-{_key('SYN002', 'original')}-20261126"
+    assert retry.partition_key == _key("SYN002", "original")
