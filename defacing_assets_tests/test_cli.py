@@ -90,7 +90,7 @@ def test_demo_materializes_raw_scans_and_reuses_them(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "raw_scans 2/2 SYN002 ok" in first.stdout
     assert "Table 1: OARs completely removed" in first.stdout
-    assert "2 usable subjects; compared methods: original, pydeface" in first.stdout
+    assert "2 usable subjects; compared methods: hnc_safe, original, pydeface" in first.stdout
     stored = sorted(p.name for p in (study / "store" / "raw_scans").iterdir())
     assert stored == ["subject=SYN001", "subject=SYN002"]
     second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
