@@ -9,7 +9,8 @@ never a voxel near an OAR:
 1. ``face``: the carried face mask, where it says "remove", down to
    :data:`BELOW_MOUTH_MM` under the mouth (the chin and the floor of the mouth
    around the submandibular glands stay); scan voxels outside the template's
-   field of view are *not* face (no zero padding, unlike pydeface).
+   field of view are *not* face (no zero padding, unlike pydeface). Nothing
+   deeper than :data:`REACH_MM` under the skin is ever changed.
 2. ``shell``: face voxels from :data:`OUTER_MM` outside the skin to ``depth_mm``
    under it. Every shell voxel is changed.
 3. Refacing (``fill="smooth"``, the default): inside the face, the head is
@@ -58,11 +59,15 @@ subject's frontal render scored dlib 0.005 with a Haar box (a face by the QC rul
 demo; 80 mm passed everywhere with the best dlib score -0.04 (benchmarks/RESULTS.md)."""
 OUTER_MM = 3.0
 """Air this close outside the skin belongs to the shell: partial-volume skin is face too."""
-BELOW_MOUTH_MM = 15.0
+BELOW_MOUTH_MM = 5.0
 """The face ends this far below the mouth. pydeface's mask reaches down under the jaw; refacing
 there carved the chin away around the protected submandibular glands, and a model trained on
-original lost 0.15-0.23 Dice on them (benchmarks/RESULTS.md). The glands start about 20 mm
-below the mouth."""
+original lost 0.15-0.23 Dice on them; ending 15 mm below the mouth still cost 0.07, 5 mm
+0.03 (benchmarks/RESULTS.md). The glands start about 20 mm below the mouth."""
+REACH_MM = 20.0
+"""No voxel deeper than this under the original skin changes: the jaw, tongue and floor of
+the mouth stay. 20 mm halved the model's loss on the submandibular glands again; 12 mm
+left a face dlib finds (0.85) on pydeface's template (benchmarks/RESULTS.md)."""
 ATLAS_SLACK_MM = 10.0
 """Growth of the atlas OAR regions for anatomy that differs from the template."""
 CT_AIR_HU = -1000.0
@@ -240,6 +245,8 @@ def face_shell(
         changed = shell | outside_smooth | filled
     else:
         changed = shell
+    # What a model reads around the OARs stays, whatever the smooth surface cuts.
+    changed &= depth <= REACH_MM
     return FaceShell(changed=changed & ~protected, replacement=replacement, protected=protected)
 
 
