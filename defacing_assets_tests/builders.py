@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import sys
+import textwrap
 from pathlib import Path
 
 import nibabel as nib
@@ -133,3 +135,18 @@ def study_metrics() -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def write_tool(study: Path, name: str, body: str) -> None:
+    """What a user does to add a command-line defacer: a script run by this Python and its
+    stanza in the study's defacers.yaml."""
+    script = study / f"{name}.py"
+    script.write_text(body)
+    stanza = textwrap.dedent(f"""
+      {name}:
+        command: ["{sys.executable}", "{script}", "{{input}}", "{{output}}"]
+        timeout: 60
+    """)
+    yaml_path = study / "defacers.yaml"
+    existing = yaml_path.read_text() if yaml_path.exists() else "defacers:\n"
+    yaml_path.write_text(existing + textwrap.indent(stanza.strip("\n"), "  ") + "\n")

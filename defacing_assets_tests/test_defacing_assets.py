@@ -1,9 +1,6 @@
 """defaced_scans in Dagster: storage, failures as data, sensor, automation, schedule."""
 
-import sys
-import textwrap
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from dagster import (
@@ -27,6 +24,7 @@ from defacing_assets.schedules import (
     partitions_to_retry,
 )
 from defacing_assets.sensors import defacer_registry_sensor
+from defacing_assets_tests.builders import write_tool
 from defacing_assets_tests.conftest import study_resources
 
 ZERO_FRONT = """
@@ -38,20 +36,6 @@ data = np.asanyarray(image.dataobj).copy()
 data[:, data.shape[1] * 3 // 4:, :] = 0
 nib.save(nib.Nifti1Image(data, image.affine), sys.argv[2])
 """
-
-
-def _write_tool(study: Path, name: str, body: str) -> None:
-    """A command-line defacer in the study's defacers.yaml, run by this Python."""
-    script = study / f"{name}.py"
-    script.write_text(body)
-    stanza = textwrap.dedent(f"""
-      {name}:
-        command: ["{sys.executable}", "{script}", "{{input}}", "{{output}}"]
-        timeout: 60
-    """)
-    yaml_path = study / "defacers.yaml"
-    existing = yaml_path.read_text() if yaml_path.exists() else "defacers:\n"
-    yaml_path.write_text(existing + textwrap.indent(stanza.strip("\n"), "  ") + "\n")
 
 
 @pytest.fixture
@@ -87,7 +71,7 @@ def _materialize(instance, resources, subject, defacer):
 
 
 def test_defaced_scan_stored_with_kept_mask_and_metadata(ci_cohort, study, instance):
-    _write_tool(study, "zero_front", ZERO_FRONT)
+    write_tool(study, "zero_front", ZERO_FRONT)
     resources = study_resources(ci_cohort, study)
     instance.add_dynamic_partitions("subjects", ["SYN001"])
     instance.add_dynamic_partitions("defacers", ["zero_front"])
@@ -104,7 +88,7 @@ def test_defaced_scan_stored_with_kept_mask_and_metadata(ci_cohort, study, insta
 
 
 def test_tool_failure_is_stored_as_data(ci_cohort, study, instance):
-    _write_tool(
+    write_tool(
         study, "crashes", "import sys\nsys.stderr.write('segfault in face finder')\nsys.exit(3)\n"
     )
     resources = study_resources(ci_cohort, study)
@@ -131,7 +115,7 @@ def test_registry_sensor_adds_available_defacers_once(ci_cohort, study, instance
     assert "fsl_deface" not in request.partition_keys, "not installed here"
     instance.add_dynamic_partitions("defacers", list(request.partition_keys))
     assert not tick().dynamic_partitions_requests
-    _write_tool(study, "zero_front", ZERO_FRONT)
+    write_tool(study, "zero_front", ZERO_FRONT)
     assert list(tick().dynamic_partitions_requests[0].partition_keys) == ["zero_front"]
 
 
@@ -146,7 +130,7 @@ def test_new_defacer_requests_only_its_partitions(ci_cohort, study, instance):
     settled = evaluate_automation_conditions(defs=graph, instance=instance)
     assert settled.total_requested == 0
 
-    _write_tool(study, "zero_front", ZERO_FRONT)
+    write_tool(study, "zero_front", ZERO_FRONT)
     instance.add_dynamic_partitions("defacers", ["zero_front"])
     result = evaluate_automation_conditions(defs=graph, instance=instance, cursor=settled.cursor)
     assert result.get_requested_partitions(AssetKey("raw_scans")) == set()

@@ -14,8 +14,6 @@ the statistics downstream are left out (``test_training_assets`` covers them).
 
 from __future__ import annotations
 
-import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from defacing_assets.assets.ingest import raw_scans
 from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
 from defacing_assets.defacers import registry as registry_module
 from defacing_assets.sensors import defacer_registry_sensor, subject_discovery_sensor
+from defacing_assets_tests.builders import write_tool
 from defacing_assets_tests.conftest import study_resources
 
 GRAPH = [raw_scans, defaced_scans, qc_labels, voxel_ratios, study_cohort, voxel_loss]
@@ -55,17 +54,8 @@ nib.save(nib.Nifti1Image(data, image.affine), sys.argv[2])
 
 
 def add_tool(study: Path, name: str, numerator: int, denominator: int) -> None:
-    """What a user does to add a command-line defacer: a script and a stanza."""
-    script = study / f"{name}.py"
-    script.write_text(ZERO_FRONT.format(numerator=numerator, denominator=denominator))
-    stanza = textwrap.dedent(f"""
-      {name}:
-        command: ["{sys.executable}", "{script}", "{{input}}", "{{output}}"]
-        timeout: 60
-    """)
-    yaml_path = study / "defacers.yaml"
-    existing = yaml_path.read_text() if yaml_path.exists() else "defacers:\n"
-    yaml_path.write_text(existing + textwrap.indent(stanza.strip("\n"), "  ") + "\n")
+    """A stand-in tool zeroing the front of the image from numerator/denominator on."""
+    write_tool(study, name, ZERO_FRONT.format(numerator=numerator, denominator=denominator))
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from scipy import ndimage
 
 from defacing_assets import __version__
 from defacing_assets.cohort.phantom import head_phantom, template_path
+from defacing_assets.cohort.synthetic import OAR_SPECS
 from defacing_assets.defacers.base import Defacer, DefacingFailed, MethodOutput
 from defacing_assets.defacers.pydeface import check_transform, register_template
 from defacing_assets.imaging.io import load_volume
@@ -167,8 +168,6 @@ def atlas_oar_region(
     Each OAR is the ellipsoid of its synthetic-cohort specification at the largest
     volume of its range, on the phantom (pydeface's template plus neck).
     """
-    from defacing_assets.cohort.synthetic import OAR_SPECS
-
     phantom = head_phantom("MR")
     indices = np.argwhere(candidates)
     protected = np.zeros(candidates.shape, dtype=bool)
