@@ -76,7 +76,7 @@ def main() -> None:
         wait, compute = time_iterations(profile, train, args.iterations)
         per_epoch = n_train * profile.samples_per_volume // profile.batch_size
         started = time.perf_counter()
-        validate(build_unet(profile.features), val, profile, torch.device("cpu"), False)
+        validate(build_unet(profile.features), val, profile, torch.device("cpu"))
         val_seconds = (time.perf_counter() - started) / len(val)
         if name == "paper":
             epoch = per_epoch * (wait + compute) + n_val * val_seconds

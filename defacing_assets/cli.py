@@ -204,7 +204,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from defacing_assets.orchestration import run_demo_study
 
-    for title, text in run_demo_study():
+    for title, text in run_demo_study(args.workers):
         print(f"\n{title}\n{text}")
     print(f"\nstudy folder: {study.resolve()}  (see it in the UI with `make ui`)")
     return 0
@@ -261,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--profile", choices=list(PROFILES), default="demo")
     demo.add_argument("--subjects", type=int, default=None)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes running partitions side by side (default: one per core)",
+    )
     demo.set_defaults(run=_cmd_demo)
     return parser
 

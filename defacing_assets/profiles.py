@@ -32,6 +32,8 @@ class Profile:
     """Epochs without validation-loss improvement before early stopping."""
     max_epochs: int = 1000
     """Hard cap on epochs (the paper stops by patience only)."""
+    learning_rate: float = 1e-3
+    """Adam's step size (the paper's 0.001)."""
     batch_size: int = 2
     patch_size: tuple[int, int, int] = (96, 96, 96)
     """Training patch and sliding-window size in voxels: multiples of 16 and at least 32,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -88,7 +89,7 @@ def test_demo_materializes_raw_scans_and_reuses_them(tmp_path):
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER", "DEFACING"))}
     first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "raw_scans 2/2 SYN002 ok" in first.stdout
+    assert re.search(r"raw_scans 2/2 SYN00[12] ok", first.stdout), "partition runs reported"
     assert "Table 1: OARs completely removed" in first.stdout
     assert "2 usable subjects; compared methods: hnc_safe, original, pydeface" in first.stdout
     stored = sorted(p.name for p in (study / "store" / "raw_scans").iterdir())

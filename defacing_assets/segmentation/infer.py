@@ -18,7 +18,7 @@ from defacing_assets.imaging.resample import resample_like
 from defacing_assets.imaging.volume import Volume
 from defacing_assets.profiles import Profile
 from defacing_assets.segmentation.data import IMAGE, preprocessing
-from defacing_assets.segmentation.model import build_unet
+from defacing_assets.segmentation.model import build_unet, mixed_precision
 from defacing_assets.segmentation.train import TrainingResult, whole_volume_logits
 
 
@@ -52,10 +52,7 @@ def predict_labels(
         }
     )
     prepared = preprocessing(profile)(subject)[IMAGE]
-    with (
-        torch.no_grad(),
-        torch.autocast(device.type, enabled=device.type == "cuda"),
-    ):
+    with torch.no_grad(), mixed_precision(device):
         logits = whole_volume_logits(network, prepared.data[None].float().to(device), profile)
         labels = torch.softmax(logits, dim=1).argmax(dim=1)[0]
     on_training_grid = Volume(

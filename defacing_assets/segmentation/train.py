@@ -1,6 +1,7 @@
 """Training loop: patch training, whole-volume validation, early stopping, resumable.
 
-One code path for CPU and CUDA (CUDA only adds AMP, cudnn.benchmark and pinned
+One code path for CPU and CUDA (mixed precision on both where the hardware has it;
+CUDA adds loss scaling, cudnn.benchmark and pinned
 memory). Every epoch ends with an atomically written checkpoint holding the
 weights, optimizer, RNG states and history, so a killed run resumes at the
 next epoch and, on CPU with a fixed seed, reproduces the uninterrupted history.
@@ -31,7 +32,7 @@ from upath import UPath
 from defacing_assets.imaging.atomic import atomic_write_bytes
 from defacing_assets.profiles import Profile
 from defacing_assets.segmentation.data import IMAGE, LABEL, augmentation
-from defacing_assets.segmentation.model import N_CLASSES, build_unet
+from defacing_assets.segmentation.model import N_CLASSES, build_unet, mixed_precision
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "seconds"]
@@ -128,12 +129,11 @@ def validate(
     subjects: Sequence[tio.Subject],
     profile: Profile,
     device: torch.device,
-    use_amp: bool,
 ) -> tuple[float, float]:
     """Mean cross-entropy and mean OAR Dice on whole volumes (sliding window)."""
     model.eval()
     losses, dices = [], []
-    with torch.no_grad(), torch.autocast(device.type, enabled=use_amp):
+    with torch.no_grad(), mixed_precision(device):
         for subject in subjects:
             image = subject[IMAGE].data[None].float().to(device)
             label = subject[LABEL].data[None, 0].long().to(device)
@@ -179,7 +179,7 @@ def train_model(
 ) -> TrainingResult:
     """Train the U-Net; resume from ``checkpoint_dir`` when a checkpoint is there.
 
-    Cross-entropy over 9 classes, Adam (lr 1e-3, AMSGrad), early stopping after
+    Cross-entropy over 9 classes, Adam (``profile.learning_rate``, AMSGrad), early stopping after
     ``profile.patience`` epochs without validation-loss improvement or at
     ``profile.max_epochs``. ``log`` gets one line per epoch, after that epoch's
     checkpoint is written (an exception raised there interrupts cleanly).
@@ -190,7 +190,9 @@ def train_model(
         torch.backends.cudnn.benchmark = True
     seed_everything(seed)
     model = build_unet(profile.features).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), amsgrad=True)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=profile.learning_rate, betas=(0.9, 0.999), amsgrad=True
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=use_cuda)
     loss_function = torch.nn.CrossEntropyLoss()
 
@@ -218,14 +220,14 @@ def train_model(
             image = batch[IMAGE][tio.DATA].float().to(device, non_blocking=True)
             label = batch[LABEL][tio.DATA][:, 0].long().to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=use_cuda):
+            with mixed_precision(device):
                 loss = loss_function(model(image).float(), label)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             total += float(loss.detach()) * len(label)
             count += len(label)
-        val_loss, val_dice = validate(model, val_subjects, profile, device, use_cuda)
+        val_loss, val_dice = validate(model, val_subjects, profile, device)
         seconds = time.perf_counter() - started
         history.append(
             {
