@@ -20,12 +20,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fail(problem: object) -> int:
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         sources, skipped = discover_subjects(args.dir)
     except FileNotFoundError as error:
-        print(error, file=sys.stderr)
-        return 1
+        return _fail(error)
     unsafe = id_problems(sources)
     failed = 0
     for source in sources:
@@ -41,12 +46,24 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"ok   {source.subject_id} ({source.format})")
     for note in skipped:
         print(f"skip {note}")
+    if not sources:
+        print(
+            f"no subjects in {args.dir}: expected <subject>/image.nii.gz (+ label.nii.gz or "
+            "mask_<ROI>.nii.gz), <id>_ct.nii.gz or <subject>/ holding DICOM files"
+        )
+        return 1
     print(f"{len(sources) - failed} of {len(sources)} subjects ok")
-    return 1 if failed or not sources else 0
+    return 1 if failed else 0
 
 
 def _study_defacers(study: str | None) -> Path | None:
-    return Path(study) / "defacers.yaml" if study else None
+    """The study's defacers.yaml (which may not exist); the study folder itself must."""
+    if not study:
+        return None
+    if not Path(study).is_dir():
+        what = "is a file, not a study folder" if Path(study).exists() else "no such study folder"
+        raise FileNotFoundError(f"{study}: {what}")
+    return Path(study) / "defacers.yaml"
 
 
 def _cmd_defacers(args: argparse.Namespace) -> int:
@@ -55,9 +72,8 @@ def _cmd_defacers(args: argparse.Namespace) -> int:
 
     try:
         known = registry(_study_defacers(args.study))
-    except DefacerConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (DefacerConfigError, FileNotFoundError) as error:
+        return _fail(error)
     rows = []
     for name, entry in sorted(known.items()):
         ready, why = entry.defacer.available()
@@ -71,31 +87,73 @@ def _cmd_defacers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usable_image(path: str):
+    """The image at ``path``, refused (InvalidScanError naming it) when it cannot be used."""
+    from defacing_assets.imaging import InvalidScanError, image_problems, load_volume
+
+    volume = load_volume(path)
+    problems = image_problems(volume)
+    if problems:
+        raise InvalidScanError(path, "; ".join(problems))
+    return volume
+
+
+def _output_problem(outputs: dict[str, str | None], inputs: list[str | None]) -> str | None:
+    """Why an output path would fail or destroy a file we read (checked before any work)."""
+    given = {name: Path(path).resolve() for name, path in outputs.items() if path}
+    read = {Path(path).resolve() for path in inputs if path}
+    seen: dict[Path, str] = {}
+    for name, path in given.items():
+        shown = outputs[name]
+        if path.is_dir():
+            return f"{shown}: is a folder; {name} must name a file"
+        if path in read:
+            return f"{shown}: {name} would overwrite an input; write it somewhere else"
+        if path in seen:
+            return f"{shown}: given as both {seen[path]} and {name}"
+        seen[path] = name
+    return None
+
+
 def _cmd_deface(args: argparse.Namespace) -> int:
-    from defacing_assets.defacers.registry import get_defacer
-    from defacing_assets.imaging import InvalidScanError, image_problems, load_volume, save_volume
+    from defacing_assets.defacers.registry import registry
+    from defacing_assets.defacers.yaml_config import DefacerConfigError
+    from defacing_assets.imaging import InvalidScanError, save_volume
 
     try:
-        defacer = get_defacer(
-            args.method, Path(args.study) / "defacers.yaml" if args.study else None
-        )
-        volume = load_volume(args.input)
-        problems = image_problems(volume)
-        if problems:
-            raise InvalidScanError(args.input, "; ".join(problems))
+        known = registry(_study_defacers(args.study))
+    except (DefacerConfigError, FileNotFoundError) as error:
+        return _fail(error)
+    if args.method not in known:
+        return _fail(f"unknown defacer {args.method!r}; known: {', '.join(sorted(known))}")
+    entry = known[args.method]
+    defacer = entry.defacer
+    ready, why = defacer.available()
+    if not ready:
+        why = why.removeprefix(f"{args.method}: ")
+        return _fail(f"{args.method} ({entry.source}) cannot run here: {why}")
+    problem = _output_problem(
+        {"output": args.output, "--kept-mask": args.kept_mask}, [args.input, args.labels]
+    )
+    if problem:
+        return _fail(problem)
+    try:
+        volume = _usable_image(args.input)
         labels = _protection_labels(args.labels, volume) if args.labels else None
-    except (KeyError, InvalidScanError, FileNotFoundError) as error:
-        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
-        return 2
+    except (InvalidScanError, FileNotFoundError) as error:
+        return _fail(error)
     if labels is not None and not defacer.uses_labels:
         print(f"note: {args.method} does not use labels; --labels ignored", file=sys.stderr)
     result = defacer.deface(volume, args.modality, labels)
     if result.status != "ok":
         print(f"{args.method} {result.status}: {result.reason}", file=sys.stderr)
         return 1
-    save_volume(result.image, args.output)
-    if args.kept_mask:
-        save_volume(result.kept_mask, args.kept_mask)
+    for volume_out, path in ((result.image, args.output), (result.kept_mask, args.kept_mask)):
+        if path:
+            try:
+                save_volume(volume_out, path)
+            except OSError as error:
+                return _fail(f"{path}: cannot write ({error.strerror or error})")
     print(
         f"{args.method}: {100 * result.changed_fraction:.2f}% of voxels changed in "
         f"{result.seconds:.1f} s -> {args.output}"
@@ -135,34 +193,40 @@ def _cmd_qc(args: argparse.Namespace) -> int:
     import numpy as np
 
     from defacing_assets.cohort.scan import Scan
+    from defacing_assets.cohort.sources import read_landmarks
     from defacing_assets.defacers.base import DefacingResult
-    from defacing_assets.imaging import InvalidScanError, load_volume
+    from defacing_assets.imaging import InvalidScanError
     from defacing_assets.qc.render import montage, save_png
     from defacing_assets.qc.verdict import assess, assess_alone
 
+    problem = _output_problem({"--render": args.render}, [args.input, args.original])
+    if problem:
+        return _fail(problem)
     try:
-        defaced = load_volume(args.input)
-        original = load_volume(args.original) if args.original else None
+        defaced = _usable_image(args.input)
+        original = _usable_image(args.original) if args.original else None
         if original is not None and not original.same_grid(defaced):
             raise InvalidScanError(
                 args.original,
                 f"grid {original.shape} differs from "
                 f"{args.input} {defaced.shape}: not its original",
             )
+        landmarks = read_landmarks(Path(args.original).parent) if args.original else None
     except InvalidScanError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _fail(error)
     if original is None:
         verdict = assess_alone(defaced, args.modality)
     else:
-        landmarks_file = Path(args.original).parent / "landmarks.json"
-        landmarks = json.loads(landmarks_file.read_text()) if landmarks_file.exists() else None
         scan = Scan(Path(args.original).parent.name, original, None, args.modality, landmarks)
         kept = defaced.with_array((defaced.array == original.array).astype(np.uint8))
         result = DefacingResult(defaced, kept, "ok", "", "", "", "", 0.0)
         verdict = assess(scan, result, "given")
     if args.render:
-        save_png(montage(verdict.renders), args.render)
+        try:
+            Path(args.render).parent.mkdir(parents=True, exist_ok=True)
+            save_png(montage(verdict.renders), args.render)
+        except OSError as error:
+            return _fail(f"{args.render}: cannot write ({error.strerror or error})")
     if args.json:
         print(json.dumps(verdict.cli_summary(), indent=1))
     else:

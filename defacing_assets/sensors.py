@@ -75,9 +75,11 @@ def subject_discovery_sensor(context: SensorEvaluationContext, study: StudyConfi
     """
     existing = set(context.instance.get_dynamic_partitions(subjects_partitions.name))
     listed = listed_ids(study.data_root)
+    if listed == set():
+        return SensorResult(skip_reason=f"no subjects: the data folder {study.data_root} is empty")
     if listed is not None and listed <= existing:
         return SensorResult(skip_reason="no new subjects: every data folder entry is a partition")
-    new = new_valid_subjects(study, existing, context.log)
+    new = new_valid_subjects(study, existing, context.log)  # a missing data folder fails
     if not new:
         return SensorResult(skip_reason="no new valid subjects")
     context.log.info(f"adding subjects {', '.join(new)}")
@@ -89,14 +91,16 @@ def defacer_registry_sensor(context: SensorEvaluationContext, study: StudyConfig
     """Add every registered defacer that can run here and is not yet a partition."""
     existing = set(context.instance.get_dynamic_partitions(defacers_partitions.name))
     new = []
-    for name, entry in sorted(study.defacers().items()):
+    for name, entry in sorted(study.defacers().items()):  # a bad defacers.yaml fails, by line
         if name in existing:
             continue
         ready, why = entry.defacer.available()
         if ready:
             new.append(name)
-        else:
+        elif entry.source.startswith("builtin"):  # a study need not install every tool
             context.log.debug(f"defacer {name} ({entry.source}) unavailable: {why}")
+        else:  # one the user added: say why it does not run
+            context.log.warning(f"defacer {name} ({entry.source}) unavailable: {why}")
     if not new:
         return SensorResult(skip_reason="no newly available defacers")
     context.log.info(f"adding defacers {', '.join(new)}")

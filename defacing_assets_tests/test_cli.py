@@ -6,14 +6,19 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from defacing_assets.cli import main
 from defacing_assets.imaging import Volume
 from defacing_assets_tests.builders import (
     AFFINE,
+    SHAPE,
     tiny_image,
     tiny_labels,
     write_bad_subjects,
     write_good_subject,
+    write_nifti,
 )
 from defacing_assets_tests.cohort.dicom_fixtures import write_dicom_case
 
@@ -45,7 +50,17 @@ def test_validate_reports_every_problem_by_file_and_lists_good_subjects(tmp_path
 def test_validate_passes_a_clean_folder(tmp_path, capsys):
     write_good_subject(tmp_path, "good_1")
     assert main(["validate", str(tmp_path)]) == 0
-    assert main(["validate", str(tmp_path / "missing")]) == 1
+
+
+def test_validate_refuses_a_folder_it_cannot_read_and_explains_an_empty_one(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    cases = {"missing": "data folder does not exist", "notes.txt": "is a file, not a data folder"}
+    for given, problem in cases.items():
+        assert main(["validate", str(tmp_path / given)]) == 2
+        assert capsys.readouterr().err == f"error: {tmp_path / given}: {problem}\n"
+    (tmp_path / "empty").mkdir()
+    assert main(["validate", str(tmp_path / "empty")]) == 1
+    assert f"no subjects in {tmp_path / 'empty'}: expected" in capsys.readouterr().out
 
 
 def test_synth_writes_a_cohort(tmp_path, capsys):
@@ -200,6 +215,68 @@ def test_deface_labels_that_do_not_fit_are_refused_by_name(tmp_path, ci_cohort, 
     assert main([*command, "--labels", str(tmp_path / "nowhere")]) == 2
     assert "no such label file or subject folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _bad_input_folder(root):
+    """What a user may point the commands at by mistake; paths below are relative to it."""
+    write_nifti(root / "image.nii.gz", tiny_image())
+    write_nifti(root / "nan.nii.gz", np.full(SHAPE, np.nan, dtype=np.float32))
+    (root / "folder").mkdir()
+    write_nifti(root / "subject" / "image.nii.gz", tiny_image())
+    (root / "subject" / "landmarks.json").write_text('{"nose_tip": [1, 2, 3]}')
+    (root / "study").mkdir()
+    (root / "study" / "defacers.yaml").write_text("defacers:\n  mine:\n    comand: x {input}\n")
+    (root / "tools").mkdir()
+    (root / "tools" / "defacers.yaml").write_text(
+        "defacers:\n  mine:\n    command: no_such_tool_xyz {input} {output}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("deface folder o.nii.gz", "folder: is a folder, not a NIfTI file"),
+        ("deface nan.nii.gz o.nii.gz", "nan.nii.gz: every voxel (10752) is non-finite"),
+        ("deface image.nii.gz folder", "folder: is a folder; output must name a file"),
+        ("deface image.nii.gz image.nii.gz", "image.nii.gz: output would overwrite an input"),
+        (
+            "deface image.nii.gz o.nii.gz --kept-mask o.nii.gz",
+            "o.nii.gz: given as both output and --kept-mask",
+        ),
+        ("deface image.nii.gz o.nii.gz --study nowhere", "nowhere: no such study folder"),
+        (
+            "deface image.nii.gz o.nii.gz --study study",
+            "study/defacers.yaml, line 3: defacer 'mine', key 'comand': unknown key "
+            "(did you mean 'command'?)",
+        ),
+        (
+            "deface --method mine image.nii.gz o.nii.gz --study tools",
+            "mine (tools/defacers.yaml) cannot run here: "
+            "executable 'no_such_tool_xyz' not found on PATH",
+        ),
+        ("defacers --study nowhere", "nowhere: no such study folder"),
+        ("qc folder", "folder: is a folder, not a NIfTI file"),
+        ("qc nan.nii.gz", "nan.nii.gz: every voxel (10752) is non-finite"),
+        (
+            "qc image.nii.gz --original subject/image.nii.gz",
+            "subject/landmarks.json: missing landmark(s) eye_left, eye_right, mouth",
+        ),
+        ("qc image.nii.gz --render folder", "folder: is a folder; --render must name a file"),
+        ("qc image.nii.gz --render image.nii.gz", "image.nii.gz: --render would overwrite"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_file_and_nothing_is_written(
+    tmp_path, monkeypatch, capsys, command, expected
+):
+    _bad_input_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    name, *args = command.split()
+    argv = [name, "--method", "pydeface", *args] if name == "deface" else [name, *args]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {expected}") and error.count("\n") == 1, error
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_qc_json_agrees_with_truth_for_pydeface_and_the_original(tmp_path, ci_cohort, capsys):

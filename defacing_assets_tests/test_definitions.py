@@ -217,6 +217,14 @@ def test_sensor_adds_valid_subjects_once_and_refuses_unsafe_ones(tmp_path, insta
     assert list(later.dynamic_partitions_requests[0].partition_keys) == ["C3"]
 
 
+def test_sensor_on_an_empty_data_folder_says_so(tmp_path, instance):
+    (tmp_path / "data").mkdir()
+    result = _sensor_result(instance, tmp_path / "data")
+    assert result.skip_reason.skip_message == (
+        f"no subjects: the data folder {tmp_path / 'data'} is empty"
+    )
+
+
 def test_automation_requests_exactly_the_new_subjects(ci_cohort, tmp_path, instance):
     resources = _resources(ci_cohort, tmp_path / "store")
     instance.add_dynamic_partitions("subjects", ["SYN001"])

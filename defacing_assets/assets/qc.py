@@ -88,9 +88,9 @@ def qc_labels(
 ):
     """Face still there? Detectors on five renders plus the eyes/nose/mouth regions."""
     subject, method = _keys(context)
+    overrides = load_overrides(Path(study.study_dir) / OVERRIDES_FILE)  # a bad file fails first
     verdict = assess(raw_scans, defaced_scans, method)
     table = pd.DataFrame([verdict.row()], columns=QC_COLUMNS)
-    overrides = load_overrides(Path(study.study_dir) / OVERRIDES_FILE)
     table = apply_overrides(
         table, overrides[(overrides["subject"] == subject) & (overrides["defacer"] == method)]
     )

@@ -77,7 +77,14 @@ def read_dicom_subject(
         raise InvalidScanError(str(folder), "is not a folder")
     headers = list(_dicom_headers(folder))
     if not headers:
-        raise InvalidScanError(str(folder), "no DICOM files found")
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        raise InvalidScanError(
+            str(folder),
+            f"no DICOM files found; {len(files)} file(s) here are not DICOM: {shown}"
+            if files
+            else "no DICOM files found",
+        )
 
     rtstructs = [h for h in headers if _modality(h.ds) == "RTSTRUCT"]
     series: dict[str, list[_Header]] = defaultdict(list)

@@ -10,7 +10,8 @@ Accepted layouts under one root (mixed freely):
 - ``<root>/<subject>/`` holding a DICOM series and its RTSTRUCT (extra ``dicom``).
 
 Optional ``subject.json`` (``{"modality": "CT"}``) and ``landmarks.json``
-(face landmarks in world mm) beside a subject's image are read too.
+(face landmarks in world mm: ``eye_left``, ``eye_right``, ``nose_tip`` and
+``mouth``, each ``[x, y, z]``) beside a subject's image are read and checked too.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ SUBJECT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 _HECKTOR_SUFFIX = "_ct.nii.gz"
 _IMAGE_NAMES = ("image.nii.gz", "image.nii")
 _LABEL_NAMES = ("label.nii.gz", "label.nii")
+FACE_LANDMARKS = ("eye_left", "eye_right", "nose_tip", "mouth")
+"""The landmarks QC judges the eyes, nose and mouth at (see ``qc.landmarks``)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def discover_subjects(root: str | Path) -> tuple[list[SubjectSource], list[str]]
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: data folder does not exist")
+        what = "is a file, not a data folder" if root.exists() else "data folder does not exist"
+        raise FileNotFoundError(f"{root}: {what}")
     sources, skipped = [], []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
@@ -111,9 +115,48 @@ def _sidecar(folder: Path, name: str) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidScanError(str(path), f"not valid JSON ({error})") from None
+    except OSError as error:
+        raise InvalidScanError(str(path), f"cannot be read ({error.strerror or error})") from None
+    if not isinstance(data, dict):
+        raise InvalidScanError(str(path), f"must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def subject_modality(folder: Path) -> str:
+    """The modality ``subject.json`` beside a subject's image gives (default MR)."""
+    modality = (_sidecar(folder, "subject.json") or {}).get("modality", "MR")
+    if modality not in ("MR", "CT"):
+        raise InvalidScanError(
+            str(folder / "subject.json"), f"modality must be 'MR' or 'CT', got {modality!r}"
+        )
+    return modality
+
+
+def read_landmarks(folder: Path) -> dict[str, list[float]] | None:
+    """``landmarks.json`` beside a subject's image, checked, or None when there is none."""
+    landmarks = _sidecar(folder, "landmarks.json")
+    if landmarks is None:
+        return None
+    path = str(folder / "landmarks.json")
+    missing = [name for name in FACE_LANDMARKS if name not in landmarks]
+    if missing:
+        raise InvalidScanError(
+            path, f"missing landmark(s) {', '.join(missing)}; needs {', '.join(FACE_LANDMARKS)}"
+        )
+    for name, point in landmarks.items():
+        if not (
+            isinstance(point, list)
+            and len(point) == 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in point)
+            and np.all(np.isfinite(point))
+        ):
+            raise InvalidScanError(
+                path, f"landmark {name!r} must be [x, y, z] in world mm, got {point!r}"
+            )
+    return landmarks
 
 
 def _labels_from_masks(
@@ -170,13 +213,8 @@ def read_scan(source: SubjectSource, roi_table: Mapping[str, int] | None = None)
     else:
         labels, absent = _labels_from_masks(source.files[1:], image, roi_table)
 
-    metadata = _sidecar(source.path, "subject.json") or {}
-    modality = metadata.get("modality", "MR")
-    if modality not in ("MR", "CT"):
-        raise InvalidScanError(
-            str(source.path / "subject.json"), f"modality must be 'MR' or 'CT', got {modality!r}"
-        )
-    landmarks = _sidecar(source.path, "landmarks.json")
+    modality = subject_modality(source.path)
+    landmarks = read_landmarks(source.path)
     return Scan(
         source.subject_id,
         image,
@@ -237,9 +275,9 @@ def validate_source(source: SubjectSource, roi_table: Mapping[str, int] | None =
             )
         problems.extend(more)
     if source.format != "hecktor":
-        for sidecar in ("subject.json", "landmarks.json"):
+        for check in (subject_modality, read_landmarks):
             try:
-                _sidecar(source.path, sidecar)
+                check(source.path)
             except InvalidScanError as error:
                 problems.append(str(error))
     return problems

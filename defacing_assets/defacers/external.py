@@ -416,7 +416,12 @@ class CommandLineDefacer(Defacer):
 
         executable = filled(self.spec.executable)
         if executable is not None and self._which(executable, environ) is None:
-            problems.append(f"executable {executable!r} not found on PATH")
+            if os.sep not in executable:
+                problems.append(f"executable {executable!r} not found on PATH")
+            elif os.path.isfile(executable):
+                problems.append(f"executable {executable!r} is not executable (chmod +x)")
+            else:
+                problems.append(f"executable {executable!r} not found")
         for program in self.spec.requires_programs:
             if self._which(program, environ) is None:
                 problems.append(f"program {program!r} (called by the tool) not found on PATH")

@@ -248,14 +248,15 @@ def _parse_stanza(stanza: _Stanza, body: Any) -> ToolSpec | None:
             f"({', '.join(STANZA_KEYS)}), got {_shown(body)}"
         )
         return None
+    misspelt_command = False
     for key in body:
         if key not in STANZA_KEYS:
-            stanza.problem(
-                str(key),
-                f"unknown key{_suggestion(str(key), STANZA_KEYS)}; valid: {', '.join(STANZA_KEYS)}",
-            )
+            hint = _suggestion(str(key), STANZA_KEYS)
+            misspelt_command |= "'command'" in hint
+            stanza.problem(str(key), f"unknown key{hint}; valid: {', '.join(STANZA_KEYS)}")
     if "command" not in body:
-        stanza.problem("command", "missing: every defacer needs the command that runs it")
+        if not misspelt_command:  # else the unknown key's message already says it
+            stanza.problem("command", "missing: every defacer needs the command that runs it")
         return None
     raw = body["command"]
     command = (

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from upath import UPath
 
@@ -38,7 +38,12 @@ def atomic_write_bytes(path: UPath, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_sibling(path, "tmp")
     temporary.write_bytes(data)
-    temporary.rename(path)
+    try:
+        temporary.rename(path)
+    except BaseException:
+        with suppress(OSError):  # no stray temporary beside a destination we could not write
+            temporary.unlink()
+        raise
 
 
 def _remove_tree(path: UPath) -> None:

@@ -74,6 +74,10 @@ def load_volume(path: PathLike) -> Volume:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InvalidScanError(str(path), "file not found") from None
+    except IsADirectoryError:
+        raise InvalidScanError(str(path), "is a folder, not a NIfTI file") from None
+    except OSError as error:
+        raise InvalidScanError(str(path), f"cannot be read ({error.strerror or error})") from None
     if len(data) == 0:
         raise InvalidScanError(str(path), "file is empty")
     return volume_from_bytes(data, str(path))

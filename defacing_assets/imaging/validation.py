@@ -22,6 +22,8 @@ def image_problems(image: Volume) -> list[str]:
     array = image.array
     if np.issubdtype(array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad == array.size:
+            return [f"every voxel ({bad}) is non-finite (NaN or inf)"]
         if bad:
             problems.append(f"{bad} non-finite voxel(s) (NaN or inf)")
             array = array[np.isfinite(array)]

@@ -3,7 +3,9 @@
 Columns: ``subject, defacer, passed, rater, note``. ``passed`` accepts
 true/false, yes/no, 1/0, pass/fail (any case). Every bad row is reported with
 the file and line number; an override for a subject or defacer the study does
-not know is an error, not silently ignored.
+not know is an error, not silently ignored, and so is a row with more or fewer
+fields than the header (a note holding a comma must be quoted). The file is
+read as UTF-8 (a byte-order mark, as spreadsheets write, is accepted).
 """
 
 from __future__ import annotations
@@ -30,29 +32,50 @@ def load_overrides(
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=list(COLUMNS))
+    try:
+        return _read(path, subjects, defacers)
+    except UnicodeDecodeError as error:
+        raise OverrideError(f"{path}: not UTF-8 text ({error})") from None
+    except OSError as error:
+        raise OverrideError(f"{path}: cannot be read ({error.strerror or error})") from None
+
+
+def _read(path: Path, subjects: set[str] | None, defacers: set[str] | None) -> pd.DataFrame:
     problems, rows, seen = [], [], {}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = [name.strip() for name in reader.fieldnames or []]
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
         missing = [c for c in ("subject", "defacer", "passed") if c not in header]
         unknown = [c for c in header if c not in COLUMNS]
-        if missing or unknown:
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if missing or unknown or repeated:
             raise OverrideError(
                 f"{path}:1: header must be {', '.join(COLUMNS)}"
                 + (f"; missing {missing}" if missing else "")
                 + (f"; unknown {unknown}" if unknown else "")
+                + (f"; repeated {repeated}" if repeated else "")
             )
-        for line, raw in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+        for fields in reader:
+            line = reader.line_num
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                problems.append(
+                    f"{path}:{line}: {len(fields)} field(s), the header has {len(header)}"
+                    " (quote a value that holds a comma)"
+                )
+                continue
+            row = {name: value.strip() for name, value in zip(header, fields, strict=True)}
             verdict = row.get("passed", "").lower()
             if verdict not in _TRUE | _FALSE:
                 problems.append(
                     f"{path}:{line}: passed must be true or false, got {row['passed']!r}"
                 )
-            if subjects is not None and row["subject"] not in subjects:
-                problems.append(f"{path}:{line}: unknown subject {row['subject']!r}")
-            if defacers is not None and row["defacer"] not in defacers:
-                problems.append(f"{path}:{line}: unknown defacer {row['defacer']!r}")
+            for column, known in (("subject", subjects), ("defacer", defacers)):
+                if not row[column]:
+                    problems.append(f"{path}:{line}: {column} is empty")
+                elif known is not None and row[column] not in known:
+                    problems.append(f"{path}:{line}: unknown {column} {row[column]!r}")
             key = (row["subject"], row["defacer"])
             if key in seen:
                 problems.append(f"{path}:{line}: duplicate of line {seen[key]} for {key}")

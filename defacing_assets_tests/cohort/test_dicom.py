@@ -218,6 +218,8 @@ def test_folder_without_dicom_files_is_refused(tmp_path, content):
     with pytest.raises(InvalidScanError, match="no DICOM files found") as caught:
         read_dicom_subject(tmp_path, "s")
     assert caught.value.path == str(tmp_path)
+    if content is not None:
+        assert f"1 file(s) here are not DICOM: {content}" in caught.value.problem
 
 
 def test_rtstruct_without_image_series_is_refused(tmp_path):

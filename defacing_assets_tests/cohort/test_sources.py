@@ -1,7 +1,10 @@
+import json
+
 import numpy as np
 import pytest
 
 from defacing_assets.cohort.sources import (
+    FACE_LANDMARKS,
     discover_subjects,
     id_problems,
     read_scan,
@@ -39,14 +42,17 @@ def test_authors_layout_with_one_mask_per_roi(tmp_path):
     ]
 
 
+LANDMARKS = {name: [1.0, 2.0, 3.0] for name in FACE_LANDMARKS}
+
+
 def test_label_map_layout_and_sidecars(tmp_path):
     folder = write_good_subject(tmp_path, "S1")
     (folder / "subject.json").write_text('{"modality": "CT"}')
-    (folder / "landmarks.json").write_text('{"nose_tip": [1, 2, 3]}')
+    (folder / "landmarks.json").write_text(json.dumps(LANDMARKS))
     [source], _ = discover_subjects(tmp_path)
     scan = read_scan(source)
     assert scan.modality == "CT"
-    assert scan.landmarks == {"nose_tip": [1, 2, 3]}
+    assert scan.landmarks == LANDMARKS
     assert scan.voxels_per_oar()["Parotid_L"] == int((tiny_labels() == 7).sum())
 
 
@@ -74,6 +80,42 @@ def test_every_bad_input_is_reported_by_file_and_others_unaffected(tmp_path):
         assert str(tmp_path / subject_id) in joined
         with pytest.raises(InvalidScanError):
             read_scan(next(s for s in sources if s.subject_id == subject_id))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("subject.json", "[1, 2]", "must be a JSON object, got list"),
+        ("subject.json", '{"modality": "PET"}', "modality must be 'MR' or 'CT', got 'PET'"),
+        ("landmarks.json", "{", "not valid JSON"),
+        ("landmarks.json", '{"nose_tip": [1, 2, 3]}', "missing landmark(s) eye_left, eye_right"),
+        (
+            "landmarks.json",
+            json.dumps({**LANDMARKS, "mouth": [1, 2]}),
+            "landmark 'mouth' must be [x, y, z] in world mm, got [1, 2]",
+        ),
+        ("landmarks.json", json.dumps({**LANDMARKS, "mouth": "x"}), "landmark 'mouth'"),
+    ],
+)
+def test_bad_sidecars_are_reported_by_file_before_any_step_reads_them(
+    tmp_path, name, text, expected
+):
+    folder = write_good_subject(tmp_path, "S1")
+    (folder / name).write_text(text)
+    [source], _ = discover_subjects(tmp_path)
+    [problem] = validate_source(source)
+    assert problem.startswith(f"{folder / name}: ") and expected in problem, problem
+    with pytest.raises(InvalidScanError) as raised:
+        read_scan(source)
+    assert str(raised.value) == problem
+
+
+def test_a_file_given_as_data_folder_is_named(tmp_path):
+    (tmp_path / "data.csv").write_text("x")
+    with pytest.raises(FileNotFoundError, match="data.csv: is a file, not a data folder"):
+        discover_subjects(tmp_path / "data.csv")
+    with pytest.raises(FileNotFoundError, match="absent: data folder does not exist"):
+        discover_subjects(tmp_path / "absent")
 
 
 @pytest.mark.parametrize("bad", ["a|b", "a/b", "..", "x..y", "sp ace", "", "ümlaut"])

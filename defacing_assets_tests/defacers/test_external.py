@@ -384,6 +384,18 @@ def test_missing_executable_is_unavailable_with_the_reason(tmp_path, monkeypatch
     assert defacer.deface(scan()).status == "unavailable"
 
 
+@pytest.mark.parametrize(
+    ("mode", "expected"), [(None, "not found"), (0o644, "is not executable (chmod +x)")]
+)
+def test_executable_given_as_a_path_says_what_is_wrong_with_it(tmp_path, mode, expected):
+    program = tmp_path / "tool"
+    if mode is not None:
+        program.write_text("#!/bin/sh\n")
+        program.chmod(mode)
+    defacer = CommandLineDefacer(ToolSpec("ghost", f"{program} {{input}} {{output}}"))
+    assert defacer.available() == (False, f"ghost: executable '{program}' {expected}")
+
+
 def test_unset_variable_in_environment_is_unavailable(bin_dir, monkeypatch):
     monkeypatch.delenv("DEFACING_TEST_UNSET", raising=False)
     spec = ToolSpec(
@@ -592,6 +604,16 @@ def test_command_errors(tmp_path, command, expected):
     assert str(config) in message and "'my_tool'" in message
     for text in expected:
         assert text in message, message
+
+
+def test_misspelt_command_is_one_message(tmp_path):
+    config = tmp_path / "defacers.yaml"
+    config.write_text(STANZA.replace("command:", "comand:"))
+    with pytest.raises(DefacerConfigError) as caught:
+        load_tool_specs(config)
+    [problem] = caught.value.problems
+    assert f"{config}, line 3: defacer 'my_tool', key 'comand'" in problem
+    assert "did you mean 'command'?" in problem
 
 
 def test_error_names_the_line_of_the_key(tmp_path):

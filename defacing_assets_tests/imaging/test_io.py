@@ -57,6 +57,9 @@ def test_empty_and_missing_files_are_named(tmp_path):
         load_volume(tmp_path / "empty.nii.gz")
     with pytest.raises(InvalidScanError, match="missing.nii.gz: file not found"):
         load_volume(tmp_path / "missing.nii.gz")
+    (tmp_path / "folder.nii.gz").mkdir()
+    with pytest.raises(InvalidScanError, match="folder.nii.gz: is a folder, not a NIfTI file"):
+        load_volume(tmp_path / "folder.nii.gz")
 
 
 def test_trailing_singleton_dimensions_are_squeezed(tmp_path):
@@ -81,3 +84,10 @@ def test_failed_atomic_directory_keeps_previous_contents(tmp_path):
             raise RuntimeError("killed")
     assert (target / "a.txt").read_text() == "first"
     assert [p.name for p in UPath(tmp_path).iterdir()] == ["partition"]
+
+
+def test_failed_write_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(OSError):
+        save_volume(Volume(tiny_image(), AFFINE), tmp_path / "taken")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]

@@ -15,6 +15,8 @@ def test_non_finite_and_constant_images():
     array = tiny_image()
     array[0, 0, :3] = [np.nan, np.inf, -np.inf]
     assert "3 non-finite voxel(s)" in image_problems(Volume(array, AFFINE))[0]
+    all_nan = Volume(np.full((2, 2, 2), np.nan, dtype=np.float32), AFFINE)
+    assert image_problems(all_nan) == ["every voxel (8) is non-finite (NaN or inf)"]
     constant = Volume(np.full((4, 4, 4), 5, dtype=np.int16), AFFINE)
     assert image_problems(constant) == ["image is constant (every voxel is 5)"]
 

@@ -43,3 +43,38 @@ def test_bad_header_is_refused(tmp_path):
     path.write_text("subject,method,verdict\nS1,pydeface,yes\n")
     with pytest.raises(OverrideError, match=r"qc_overrides.csv:1: header must be .*missing"):
         load_overrides(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("S1\n", ":2: 1 field(s), the header has 5"),
+        ("S1,pydeface,no,JD,left eye, nose visible\n", ":2: 6 field(s), the header has 5"),
+        (",pydeface,no,JD,\n", ":2: subject is empty"),
+        ("\nS1,pydeface,no,JD,\nS1,pydeface,no,JD,\n", ":4: duplicate of line 3"),
+    ],
+)
+def test_malformed_rows_are_refused_by_line(tmp_path, text, expected):
+    path = tmp_path / "qc_overrides.csv"
+    path.write_text("subject,defacer,passed,rater,note\n" + text)
+    with pytest.raises(OverrideError) as raised:
+        load_overrides(path)
+    assert f"{path}{expected}" in str(raised.value)
+
+
+def test_repeated_column_and_non_utf8_files_are_refused(tmp_path):
+    path = tmp_path / "qc_overrides.csv"
+    path.write_text("subject,defacer,passed,passed\nS1,pydeface,yes,no\n")
+    with pytest.raises(OverrideError, match=r"qc_overrides.csv:1: .*repeated \['passed'\]"):
+        load_overrides(path)
+    path.write_bytes("subject,defacer,passed,rater\nS1,pydeface,no,J\xf6rg\n".encode("latin-1"))
+    with pytest.raises(OverrideError, match=r"qc_overrides.csv: not UTF-8 text"):
+        load_overrides(path)
+
+
+def test_spreadsheet_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "qc_overrides.csv"
+    path.write_text("\ufeffsubject,defacer,passed\nS1,pydeface,fail\n", encoding="utf-8")
+    assert load_overrides(path, {"S1"}, {"pydeface"}).to_dict("records") == [
+        {"subject": "S1", "defacer": "pydeface", "passed": False, "rater": "", "note": ""}
+    ]
