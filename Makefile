@@ -20,8 +20,11 @@ $(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The venv's programs go first on PATH, so defacers.yaml stanzas can call installed command-line tools.
+RUN := PATH="$(abspath $(BIN)):$$PATH"
+
 demo: install
-	$(BIN)/defacing-assets demo --study $(STUDY) --profile $(PROFILE)
+	$(RUN) $(BIN)/defacing-assets demo --study $(STUDY) --profile $(PROFILE)
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -33,7 +36,7 @@ ui: install
 	mkdir -p $(STUDY)/dagster_home
 	DAGSTER_HOME=$(abspath $(STUDY))/dagster_home \
 	DEFACING_DATA=$(STUDY)/data DEFACING_STORAGE=$(STUDY)/store DEFACING_PROFILE=$(PROFILE) \
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(RUN) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf $(STUDY) .defacing_store

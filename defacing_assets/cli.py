@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from defacing_assets import __version__
 from defacing_assets.cohort.sources import discover_subjects, id_problems, validate_source
 from defacing_assets.profiles import PROFILES, get_profile
 
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="defacing-assets",
         description="Measure what defacing tools cost head-and-neck radiotherapy scans.",
     )
+    parser.add_argument("--version", action="version", version=f"defacing-assets {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synth", help="write a synthetic head-and-neck cohort")

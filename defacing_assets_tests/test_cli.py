@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,3 +314,21 @@ def test_qc_json_agrees_with_truth_for_pydeface_and_the_original(tmp_path, ci_co
     assert main(["qc", str(source / "image.nii.gz"), "--json"]) == 1
     alone = json.loads(capsys.readouterr().out)
     assert alone["face_detected"] is True and alone["eyes_removed"] is None
+
+
+def test_readme_worked_example_wraps_a_command_line_tool(tmp_path, ci_cohort, monkeypatch):
+    """examples/defacers.yaml (the README's worked example) runs here and keeps every OAR."""
+    from defacing_assets.cohort.sources import discover_subjects, read_scan
+    from defacing_assets.defacers.registry import get_defacer
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    defacer = get_defacer("hnc_safe_atlas", examples / "defacers.yaml")
+    assert defacer.available() == (True, "")
+    scan = read_scan(discover_subjects(ci_cohort)[0][0])
+    result = defacer.deface(scan.image, scan.modality)
+    assert result.status == "ok", result.reason
+    kept = result.kept_mask.array.astype(bool)
+    assert 0 < (~kept).sum() < kept.size
+    assert kept[scan.labels.array > 0].all(), "the atlas protects every OAR voxel"
+    np.testing.assert_array_equal(result.image.array[kept], scan.image.array[kept])
