@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from pathlib import Path
 
 from defacing_assets import __version__
 from defacing_assets.cohort.sources import discover_subjects, id_problems, validate_source
 from defacing_assets.profiles import PROFILES, get_profile
+from defacing_assets.workers import quiet_warnings
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -338,8 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*is currently in beta")
+    quiet_warnings()
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -39,9 +39,13 @@ from defacing_assets.assets.training import unet_models
 from defacing_assets.partitions import N_FOLDS, defacers_partitions, subjects_partitions
 from defacing_assets.resources import study_resources
 from defacing_assets.sensors import new_valid_subjects
+from defacing_assets.workers import materialize_in_worker, start_worker
 
 _log = logging.getLogger("defacing_assets")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+_SILENT = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+"""For the summaries: they read every train x evaluation cell, and Dagster warns about each
+cell of a method that was never compared (not materialized, by design)."""
 
 
 def _materialize_partition(
@@ -63,21 +67,13 @@ def _materialize_partition(
     ).success
 
 
-def _limit_threads(threads: int) -> None:
-    """Pool worker start-up: share the cores between workers instead of oversubscribing."""
-    import SimpleITK as sitk
-    import torch
-
-    torch.set_num_threads(threads)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-
-
 @functools.cache
 def _worker_instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
-def _materialize_in_worker(asset_name: str, key: str, upstream_names: list[str]) -> bool:
+def materialize_partition_by_name(asset_name: str, key: str, upstream_names: list[str]) -> bool:
+    """:func:`_materialize_partition` from names, as a pool worker gets it."""
     by_name = {asset.key.to_user_string(): asset for asset in STUDY_ASSETS}
     return _materialize_partition(
         by_name[asset_name],
@@ -95,7 +91,7 @@ def partition_pool(workers: int) -> ProcessPoolExecutor | None:
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_limit_threads,
+        initializer=start_worker,
         initargs=(max(1, _cores() // workers),),
     )
 
@@ -119,7 +115,7 @@ def _run_partitions(
         return
     names = [a.key.to_user_string() for a in upstream]
     futures = {
-        pool.submit(_materialize_in_worker, asset.key.to_user_string(), str(key), names): key
+        pool.submit(materialize_in_worker, asset.key.to_user_string(), str(key), names): key
         for key in keys
     }
     for future in as_completed(futures):
@@ -169,7 +165,7 @@ def materialize_summaries(
         instance=instance,
         resources=resources,
         raise_on_error=False,
-        run_config=_QUIET,
+        run_config=_SILENT,
     )
     names = ", ".join(asset.key.to_user_string() for asset in summaries)
     print(f"{names} {'ok' if result.success else 'FAILED'}", flush=True)
