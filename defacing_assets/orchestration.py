@@ -100,7 +100,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _run_partitions(
+def run_partitions(
     instance: DagsterInstance,
     asset: AssetsDefinition,
     keys: list[str],
@@ -141,7 +141,7 @@ def materialize_missing(
     done = instance.get_materialized_partitions(asset.key)
     missing = [key for key in keys if key not in done]
     started, failed = time.monotonic(), []
-    runs = _run_partitions(instance, asset, missing, resources, upstream, pool)
+    runs = run_partitions(instance, asset, missing, resources, upstream, pool)
     for count, (key, success) in enumerate(runs, start=1):
         if not success:
             failed.append(key)
