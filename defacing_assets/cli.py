@@ -59,12 +59,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _study_defacers(study: str | None) -> Path | None:
     """The study's defacers.yaml (which may not exist); the study folder itself must."""
+    from defacing_assets.defacers.registry import DEFACERS_FILE
+
     if not study:
         return None
     if not Path(study).is_dir():
         what = "is a file, not a study folder" if Path(study).exists() else "no such study folder"
         raise FileNotFoundError(f"{study}: {what}")
-    return Path(study) / "defacers.yaml"
+    return Path(study) / DEFACERS_FILE
 
 
 def _cmd_defacers(args: argparse.Namespace) -> int:
@@ -117,17 +119,16 @@ def _output_problem(outputs: dict[str, str | None], inputs: list[str | None]) ->
 
 
 def _cmd_deface(args: argparse.Namespace) -> int:
-    from defacing_assets.defacers.registry import registry
+    from defacing_assets.defacers.registry import registered
     from defacing_assets.defacers.yaml_config import DefacerConfigError
     from defacing_assets.imaging import InvalidScanError, save_volume
 
     try:
-        known = registry(_study_defacers(args.study))
+        entry = registered(args.method, _study_defacers(args.study))
     except (DefacerConfigError, FileNotFoundError) as error:
         return _fail(error)
-    if args.method not in known:
-        return _fail(f"unknown defacer {args.method!r}; known: {', '.join(sorted(known))}")
-    entry = known[args.method]
+    except KeyError as error:
+        return _fail(error.args[0])
     defacer = entry.defacer
     ready, why = defacer.available()
     if not ready:

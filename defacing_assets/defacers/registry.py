@@ -86,11 +86,16 @@ def registry(study_defacers: str | Path | None = None) -> dict[str, RegisteredDe
     return merged
 
 
-def get_defacer(name: str, study_defacers: str | Path | None = None) -> Defacer:
+def registered(name: str, study_defacers: str | Path | None = None) -> RegisteredDefacer:
+    """One defacer with its source; KeyError naming the known ones when there is none."""
     known = registry(study_defacers)
     if name not in known:
         raise KeyError(f"unknown defacer {name!r}; known: {', '.join(sorted(known))}")
-    return known[name].defacer
+    return known[name]
+
+
+def get_defacer(name: str, study_defacers: str | Path | None = None) -> Defacer:
+    return registered(name, study_defacers).defacer
 
 
 def available_defacers(study_defacers: str | Path | None = None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -32,6 +33,9 @@ def mixed_precision(device: torch.device) -> torch.autocast:
     """
     if device.type == "cuda":
         return torch.autocast("cuda")
-    return torch.autocast(
-        "cpu", dtype=torch.bfloat16, enabled=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    )
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=_cpu_has_bfloat16())
+
+
+@functools.cache
+def _cpu_has_bfloat16() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
