@@ -14,9 +14,9 @@ never a voxel near an OAR:
 2. ``shell``: face voxels from :data:`OUTER_MM` outside the skin to ``depth_mm``
    under it. Every shell voxel is changed.
 3. Refacing (``fill="smooth"``, the default): inside the face, the head is
-   replaced by its Gaussian-smoothed self (a level set of the head mask blurred
-   by ``smoothing_mm``): no nose, lips or eye sockets, just a smooth
-   tissue-coloured surface that adds nearly as much tissue as it takes off.
+   replaced by its Gaussian-smoothed self (the half level of the head mask
+   blurred by ``smoothing_mm``): no nose, lips or eye sockets, just a smooth
+   tissue-coloured surface that fills hollows as well as cutting bumps.
    Shell voxels inside that surface get the median tissue intensity under the
    shell, voxels outside it get air; ``fill="blank"`` sets the whole shell to
    air instead.
@@ -57,8 +57,9 @@ MARGIN_MM = 5.0
 SMOOTHING_MM = 20.0
 """Gaussian sigma of the refaced surface. An opening and closing with an 80 mm ball also hid
 every face, but it pulled the whole face inwards (130 ml of tissue became air), and a model
-trained on original noticed: 0.637 against 0.649 Dice, p 1e-6. The blurred surface moves
-about as much tissue out as in; the same model scored 0.648 against 0.649, p 0.80. 15 mm
+trained on original noticed: 0.637 against 0.649 Dice, p 1e-6. The blurred surface also fills
+the eye sockets and turns a quarter as much head into air; the same model scored 0.648
+against 0.649, p 0.80. 15 mm
 also passed QC everywhere, but pydeface's template scored dlib +0.05, 20 mm -0.16
 (benchmarks/RESULTS.md)."""
 OUTER_MM = 3.0
@@ -125,8 +126,8 @@ def smooth_surface_head(
     """The half level of the head mask blurred by a Gaussian of ``sigma_mm``.
 
     Relief narrower than the blur goes: the nose and lips are cut down and the eye sockets
-    filled, so each window a model reads holds nearly as much tissue as before (a
-    morphological opening only ever removes). Choosing the level that keeps the face's
+    filled, so each window a model reads loses far less tissue (a morphological opening
+    only ever removes). Choosing the level that keeps the face's
     tissue volume exactly brought a face back on pydeface's template (benchmarks/RESULTS.md)."""
     sigma = [sigma_mm / s for s in spacing]
     # Pad so that the blur never meets the array's edge (the field of view is not skin).

@@ -25,6 +25,13 @@ def mr_subjects():
 
 
 @pytest.fixture(scope="module")
+def mr_results(mr_subjects):
+    """hnc_safe from the registry, with each subject's labels, once for every test."""
+    method = get_defacer("hnc_safe")
+    return [method.deface(scan.image, scan.modality, scan.labels) for scan in mr_subjects]
+
+
+@pytest.fixture(scope="module")
 def ct_subject():
     return generate_subject("HCT", 0, seed=5, profile="demo", modality="CT")[0]
 
@@ -48,21 +55,18 @@ def _assert_face_gone_and_oars_kept(scan: Scan, result, detector) -> None:
     assert all(ratio == 1.0 for ratio in _oar_ratios(scan, result.kept_mask).values())
 
 
-def test_mr_face_removed_every_oar_voxel_kept(mr_subjects, detector):
-    method = get_defacer("hnc_safe")
-    for scan in mr_subjects:
-        result = method.deface(scan.image, scan.modality, scan.labels)
+def test_mr_face_removed_every_oar_voxel_kept(mr_subjects, mr_results, detector):
+    for scan, result in zip(mr_subjects, mr_results, strict=True):
         _assert_face_gone_and_oars_kept(scan, result, detector)
         assert result.details["shell_ml"] > 20
 
 
-def test_refacing_does_not_pull_the_face_inwards(mr_subjects):
+def test_refacing_does_not_pull_the_face_inwards(mr_subjects, mr_results):
     """A model reads whole windows of the image: refacing that only carved (an 80 mm ball's
     opening turned 79-84 % of the changed volume from head into air) moved what a model
     trained on original found; the smoothed surface takes off the nose and fills the eye
     sockets, and most of what changes stays head."""
-    for scan in mr_subjects:
-        result = HncSafe().deface(scan.image, scan.modality, scan.labels)
+    for scan, result in zip(mr_subjects, mr_results, strict=True):
         changed = np.count_nonzero(result.kept_mask.array == 0)
         carved_away = head_mask(scan.image, "MR") & ~head_mask(result.image, "MR")
         assert np.count_nonzero(carved_away) < 0.5 * changed
