@@ -270,9 +270,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from defacing_assets.orchestration import run_demo_study
 
-    for title, text in run_demo_study(args.workers):
+    run = run_demo_study(args.workers)
+    for title, text in run.summaries:
         print(f"\n{title}\n{text}")
     print(f"\nstudy folder: {study.resolve()}  (see it in the UI with `make ui`)")
+    if run.failed_models:
+        print(
+            f"demo: {len(run.failed_models)} models failed, the study's effects are not "
+            f"tested with them: {'; '.join(run.failed_models)}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

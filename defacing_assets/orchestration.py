@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 
 import pandas as pd
 from dagster import (
@@ -188,8 +189,16 @@ def register_partitions(instance: DagsterInstance, resources: dict) -> None:
         instance.add_dynamic_partitions(defacers_partitions.name, ready)
 
 
-def run_demo_study(workers: int | None = None) -> list[tuple[str, str]]:
-    """Materialize every missing partition of the graph; return titled summaries to print.
+@dataclass
+class StudyRun:
+    summaries: list[tuple[str, str]]
+    """Titled summaries to print."""
+    failed_models: list[str] = field(default_factory=list)
+    """One entry per model that failed its training run or its quality gate, with the reason."""
+
+
+def run_demo_study(workers: int | None = None) -> StudyRun:
+    """Materialize every missing partition of the graph; return summaries and failed models.
 
     ``workers``: processes for partition runs (default: one per core).
     """
@@ -201,7 +210,7 @@ def run_demo_study(workers: int | None = None) -> list[tuple[str, str]]:
             pool.shutdown(cancel_futures=True)
 
 
-def _run_study(pool: Executor | None) -> list[tuple[str, str]]:
+def _run_study(pool: Executor | None) -> StudyRun:
     instance = DagsterInstance.get()
     resources = study_resources()
     register_partitions(instance, resources)
@@ -221,9 +230,12 @@ def _run_study(pool: Executor | None) -> list[tuple[str, str]]:
         for fold in range(N_FOLDS)
     ]
     usable = cohort.get("usable_subjects", 0)
+    failed_training: list[str] = []
     if usable >= N_FOLDS:
         upstream = [raw_scans, defaced_scans, qc_labels, study_cohort]
-        materialize_missing(instance, unet_models, model_keys, resources, upstream, pool)
+        failed_training = materialize_missing(
+            instance, unet_models, model_keys, resources, upstream, pool
+        )
         cells = [
             MultiPartitionKey({"train_defacer": trained, "eval_defacer": evaluated})
             for trained in compared
@@ -291,9 +303,16 @@ def _run_study(pool: Executor | None) -> list[tuple[str, str]]:
                 "of": len(verdicts),
             }
         )
-    model_rows = []
+    model_rows, failed_models = [], []
     for key in model_keys:
         metadata = latest_metadata(instance, unet_models.key, key)
+        name = f"{key.keys_by_dimension['defacer']} fold {key.keys_by_dimension['fold']}"
+        status = metadata.get("status", "-")
+        if key in failed_training:
+            status = "training run failed (its log in the UI says why)"
+            failed_models.append(f"{name}: {status}")
+        elif status.startswith("failed"):
+            failed_models.append(f"{name}: {status.removeprefix('failed: ')}")
         model_rows.append(
             {
                 "defacer": key.keys_by_dimension["defacer"],
@@ -301,6 +320,8 @@ def _run_study(pool: Executor | None) -> list[tuple[str, str]]:
                 "epochs": metadata.get("epochs", "-"),
                 "best epoch": metadata.get("best_epoch", "-"),
                 "val Dice at best": round(metadata.get("val_dice_at_best", float("nan")), 3),
+                "precision": metadata.get("precision", "-"),
+                "quality": status,
                 "minutes": round(metadata.get("seconds", 0) / 60, 1),
             }
         )
@@ -310,7 +331,7 @@ def _run_study(pool: Executor | None) -> list[tuple[str, str]]:
         if len(models)
         else {}
     )
-    return [
+    summaries = [
         ("Subjects (raw_scans)", pd.DataFrame(ingest_rows).to_string(index=False)),
         ("Defacing (defaced_scans)", pd.DataFrame(defacing_rows).to_string(index=False)),
         ("Face QC (qc_labels)", pd.DataFrame(qc_rows).to_string(index=False)),
@@ -336,3 +357,4 @@ def _run_study(pool: Executor | None) -> list[tuple[str, str]]:
         ("Main effects (study_report)", report.get("main_effects", "-")),
         ("Report", report.get("report", "study_report not materialized")),
     ]
+    return StudyRun(summaries, failed_models)

@@ -42,6 +42,9 @@ class Profile:
     """Patches drawn from each (augmented) training subject per epoch."""
     queue_length: int = 64
     """Patches held in the TorchIO queue; larger mixes subjects better."""
+    min_val_dice: float = 0.5
+    """Quality gate: a model whose validation Dice at its best epoch is lower has failed
+    and is not used downstream (``segmentation/quality.py``)."""
 
 
 PROFILES: dict[str, Profile] = {
@@ -65,6 +68,7 @@ PROFILES: dict[str, Profile] = {
         patch_size=(32, 32, 32),
         samples_per_volume=16,
         queue_length=32,
+        min_val_dice=0.3,
     ),
     "ci": Profile(
         "ci",
@@ -78,6 +82,7 @@ PROFILES: dict[str, Profile] = {
         patch_size=(32, 32, 32),
         samples_per_volume=2,
         queue_length=8,
+        min_val_dice=0.0,
     ),
 }
 

@@ -40,6 +40,8 @@ class StudyConfig(ConfigurableResource):
             ``original`` (the full annotation).
         min_cases: an OAR with fewer (subject) cases in a per-OAR comparison is dropped
             from it, and the tables say so (the study dropped level III: 1 and 2 cases).
+        min_model_dice: the model quality gate's floor on validation Dice; negative = the
+            profile's ``min_val_dice`` (paper 0.5, demo 0.3).
     """
 
     data_root: str = DEFAULT_DATA
@@ -51,6 +53,13 @@ class StudyConfig(ConfigurableResource):
     label_policy: Literal["original", "kept"] = "original"
     reference_policy: Literal["kept", "original"] = "kept"
     min_cases: int = 5
+    min_model_dice: float = -1.0
+
+    def model_dice_floor(self) -> float:
+        """The quality gate's floor: ``min_model_dice`` when set, else the profile's."""
+        if self.min_model_dice >= 0:
+            return self.min_model_dice
+        return get_profile(self.profile).min_val_dice
 
     def subject_sources(self) -> tuple[list[SubjectSource], list[str]]:
         return discover_subjects(self.data_root)

@@ -168,21 +168,25 @@ class TableIOManager(_PartitionFolders):
 
 
 class PredictionIOManager(_PartitionFolders):
-    """Predictions as ``<subject>.nii.gz`` label maps plus ``folds.json``."""
+    """Predictions as ``<subject>.nii.gz`` label maps plus ``folds.json`` and
+    ``model_failures.json`` (subjects whose fold's model failed its quality gate)."""
 
     def dump_to_path(self, context: OutputContext, obj: CohortPredictions, path: UPath) -> None:
         with atomic_directory(path) as staging:
             for subject, labels in obj.labels.items():
                 (staging / f"{subject}.nii.gz").write_bytes(volume_to_bytes(labels))
-            (staging / "folds.json").write_text(json.dumps(obj.folds, indent=1, sort_keys=True))
+            for name, mapping in (("folds", obj.folds), ("model_failures", obj.model_failures)):
+                (staging / f"{name}.json").write_text(json.dumps(mapping, indent=1, sort_keys=True))
 
     def load_from_path(self, context: InputContext, path: UPath) -> CohortPredictions:
         folds = json.loads((path / "folds.json").read_text())
+        failures_file = path / "model_failures.json"
+        failures = json.loads(failures_file.read_text()) if failures_file.exists() else {}
         labels = {}
-        for subject in folds:
+        for subject in set(folds) - set(failures):
             file = path / f"{subject}.nii.gz"
             labels[subject] = volume_from_bytes(file.read_bytes(), str(file))
-        return CohortPredictions(labels, {s: int(f) for s, f in folds.items()})
+        return CohortPredictions(labels, {s: int(f) for s, f in folds.items()}, failures)
 
 
 class ModelIOManager(_LazyLoading):

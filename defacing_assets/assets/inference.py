@@ -1,5 +1,7 @@
 """predictions and segmentation_metrics: one cell of the train x evaluation matrix."""
 
+from pathlib import Path
+
 import pandas as pd
 from dagster import (
     AllPartitionMapping,
@@ -17,12 +19,18 @@ from dagster import (
 )
 
 from defacing_assets.assets.training import is_compared
-from defacing_assets.evaluation.scores import SCORE_COLUMNS, omitted_subject, score_prediction
+from defacing_assets.evaluation.scores import (
+    SCORE_COLUMNS,
+    failed_model_subject,
+    omitted_subject,
+    score_prediction,
+)
 from defacing_assets.execution import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, leased_torch_device
 from defacing_assets.partitions import N_FOLDS, train_eval_partitions
 from defacing_assets.profiles import get_profile
 from defacing_assets.resources import ComputeConfig, StudyConfig
 from defacing_assets.segmentation.infer import CohortPredictions, load_network, predict_labels
+from defacing_assets.segmentation.precision import choose_precision
 from defacing_assets.storage import LazyPartitions
 
 # A downstream dimension takes one upstream dimension, so the "all of them"
@@ -66,7 +74,8 @@ def predictions(
     defaced_scans: LazyPartitions,
 ):
     """Each fold's model (trained on one method) segments that fold's test subjects as
-    defaced by another method; label maps on the original grid."""
+    defaced by another method; label maps on the original grid. A fold whose model
+    failed its quality gate predicts nothing; its subjects carry the reason."""
     keys = context.partition_key.keys_by_dimension
     trained_on, evaluated_on = keys["train_defacer"], keys["eval_defacer"]
     if not (
@@ -77,11 +86,21 @@ def predictions(
     profile = get_profile(study.profile)
     result = CohortPredictions()
     with leased_torch_device(compute, context.log.info) as device:
+        precision = choose_precision(profile, device, Path(compute.scratch_dir) / "precision")
         for fold in range(N_FOLDS):
             tested = sorted(study_cohort.loc[study_cohort["fold"] == fold, "subject"])
             if not tested:
                 continue
             model = unet_models[MultiPartitionKey({"fold": str(fold), "defacer": trained_on})]
+            if model.failure:
+                context.log.warning(
+                    f"fold {fold}: the {trained_on} model failed its quality gate "
+                    f"({model.failure}); {', '.join(tested)} not predicted"
+                )
+                for subject in tested:
+                    result.folds[subject] = fold
+                    result.model_failures[subject] = f"fold {fold}: {model.failure}"
+                continue
             if model.config["profile"]["name"] != profile.name:
                 raise Failure(
                     f"the {trained_on} model of fold {fold} was trained with profile "
@@ -97,7 +116,9 @@ def predictions(
                         f"{evaluated_on} did not deface {subject} ({defaced.reason})",
                         allow_retries=False,
                     )
-                result.labels[subject] = predict_labels(network, defaced.image, profile, device)
+                result.labels[subject] = predict_labels(
+                    network, defaced.image, profile, device, precision.precision
+                )
                 result.folds[subject] = fold
             context.log.info(f"fold {fold}: predicted {', '.join(tested)}")
     yield Output(
@@ -107,6 +128,8 @@ def predictions(
             "trained_on": trained_on,
             "evaluated_on": evaluated_on,
             "device": device,
+            "precision": precision.precision,
+            "model_failures": MetadataValue.json(result.model_failures),
         },
     )
 
@@ -145,6 +168,9 @@ def segmentation_metrics(
                 defaced_scans[key].kept_mask,
                 study.reference_policy,
             )
+            fold = predictions.folds[subject]
+        elif subject in predictions.model_failures:
+            scores = failed_model_subject(predictions.model_failures[subject])
             fold = predictions.folds[subject]
         else:
             scores, fold = omitted_subject(), -1

@@ -27,6 +27,7 @@ from defacing_assets.evaluation.report import (
     render_html,
 )
 from defacing_assets.evaluation.results import study_results
+from defacing_assets.evaluation.scores import failed_models
 from defacing_assets.qc.render import montage_png
 from defacing_assets.resources import StudyConfig
 from defacing_assets.storage import LazyPartitions
@@ -77,6 +78,10 @@ def stats_tables(
         context.log.warning("no segmentation_metrics stored yet: only Table 1")
         return Output(pd.DataFrame(), metadata={**metadata, "comparisons": 0})
     results = study_results(metrics, _methods(study_cohort), study.min_cases)
+    failed = failed_models(metrics)
+    if failed:
+        context.log.warning(f"failed models, not tested: {failed}")
+        metadata["failed_models"] = MetadataValue.json(failed)
     table2 = results.table2
     _write_table(tables_dir, "table2", table2.cells)
     _write_table(tables_dir, "table2_n", table2.n)
@@ -183,6 +188,7 @@ def study_report(
             figures=results.figures,
             main_effects=effects,
             provenance=provenance,
+            failed_models=failed_models(metrics),
         )
     )
     path = Path(study.study_dir) / "report.html"

@@ -12,12 +12,16 @@ from pathlib import Path
 import pandas as pd
 from dagster import (
     AllPartitionMapping,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AutomationCondition,
     DimensionPartitionMapping,
     Failure,
     IdentityPartitionMapping,
+    MetadataValue,
     MultiPartitionKey,
     MultiPartitionMapping,
     Output,
@@ -35,7 +39,9 @@ from defacing_assets.partitions import N_FOLDS, fold_defacer_partitions
 from defacing_assets.profiles import get_profile
 from defacing_assets.resources import ComputeConfig, StudyConfig
 from defacing_assets.segmentation.data import DIGEST, make_subject
-from defacing_assets.segmentation.train import TrainingResult, train_model
+from defacing_assets.segmentation.precision import choose_precision, record_training_failure
+from defacing_assets.segmentation.quality import quality_record
+from defacing_assets.segmentation.train import NonFiniteTrainingError, TrainingResult, train_model
 from defacing_assets.storage import LazyPartitions
 
 ALL_SUBJECTS_OF_METHOD = MultiPartitionMapping(
@@ -45,6 +51,8 @@ ALL_SUBJECTS_OF_METHOD = MultiPartitionMapping(
     }
 )
 """A (fold, method) model reads the method's defaced scans of every subject."""
+
+MODEL_QUALITY = "model_quality"
 
 
 def is_compared(context: AssetExecutionContext, cohort: pd.DataFrame, method: str) -> bool:
@@ -114,6 +122,14 @@ def _fingerprint(payload: dict) -> str:
     retry_policy=GPU_RETRY,
     automation_condition=AutomationCondition.eager(),
     output_required=False,
+    check_specs=[
+        AssetCheckSpec(
+            MODEL_QUALITY,
+            asset="unet_models",
+            description="finite training history and validation Dice at the best epoch at "
+            "least the profile's floor (demo 0.3, paper 0.5); a failed model is not used",
+        )
+    ],
 )
 def unet_models(
     context: AssetExecutionContext,
@@ -125,12 +141,17 @@ def unet_models(
 ):
     """The study's U-Net trained on one method's defaced images for one fold.
 
-    Methods outside the study's compared set are skipped (no model, the run
-    says why): their faces were never removed, so the study has no cohort for them.
+    Trains in the precision this machine's self-check allows, falling back to float32
+    when a step goes non-finite (no model is stored if float32 does too). The model
+    quality gate's verdict is stored with the model and reported as the
+    ``model_quality`` check; predictions skip a failed model. Methods outside the
+    study's compared set are skipped (no model, the run says why): their faces were
+    never removed, so the study has no cohort for them.
     """
     keys = context.partition_key.keys_by_dimension
     fold, method = int(keys["fold"]), keys["defacer"]
     if not is_compared(context, study_cohort, method):
+        yield _quality_check(False, AssetCheckSeverity.WARN, note="not a compared method: no model")
         return
     members = cohort_members(study_cohort, fold)
     if not members["train"] or not members["validation"]:
@@ -150,6 +171,7 @@ def unet_models(
     }
     config = {
         "fold": fold,
+        "min_val_dice": study.model_dice_floor(),
         "defacer": method,
         "profile": dataclasses.asdict(profile),
         "training_spacing_mm": profile.training_spacing,
@@ -170,6 +192,7 @@ def unet_models(
             f"fold {fold} on {method} is up to date (fingerprint {fingerprint}: same subjects, "
             "inputs and settings); not retrained"
         )
+        yield _quality_check(stored.get("status") == "ok", note=f"stored model: {stored['status']}")
         return
     checkpoint_dir = scratch / "checkpoints" / f"defacer={method}" / f"fold={fold}" / fingerprint
     started = time.perf_counter()
@@ -179,19 +202,36 @@ def unet_models(
         f"checkpoints in {checkpoint_dir}"
     )
     with leased_torch_device(compute, context.log.info) as device:
-        result: TrainingResult = train_model(
-            subjects["train"],
-            subjects["validation"],
-            profile,
-            study.seed,
-            checkpoint_dir,
-            log=context.log.info,
-            device=device,
-        )
+        verdict = choose_precision(profile, device, scratch / "precision")
+        context.log.info(f"precision {verdict.precision} ({verdict.reason}, {verdict.machine})")
+        try:
+            result: TrainingResult = train_model(
+                subjects["train"],
+                subjects["validation"],
+                profile,
+                study.seed,
+                checkpoint_dir,
+                log=context.log.info,
+                device=device,
+                precision=verdict.precision,
+            )
+        except NonFiniteTrainingError as error:
+            raise Failure(f"fold {fold} on {method}: {error}", allow_retries=False) from None
+        if result.fallbacks:
+            reason = result.fallbacks[0]["reason"]
+            record_training_failure(verdict, reason, profile, device, scratch / "precision")
     seconds = time.perf_counter() - started
+    quality = quality_record(result.history, result.best_epoch, config["min_val_dice"])
     config |= {
         "fingerprint": fingerprint,
         "device": device,
+        "precision": {
+            "self_check": verdict.as_dict(),
+            "started": verdict.precision,
+            "final": result.precision,
+            "fallbacks": result.fallbacks,
+        },
+        "quality": quality,
         "versions": {
             package: version(package)
             for package in ("defacing_assets", "torch", "monai", "torchio", "SimpleITK")
@@ -200,14 +240,22 @@ def unet_models(
     result = dataclasses.replace(result, config=config)
     history = result.history
     best = history.iloc[result.best_epoch]
+    status = "ok" if quality["passed"] else f"failed: {result.failure}"
+    if not quality["passed"]:
+        context.log.error(f"fold {fold} on {method} failed the quality gate: {result.failure}")
     yield Output(
         result,
         metadata={
+            "status": status,
             "best_epoch": result.best_epoch + 1,
             "epochs": len(history),
             "best_val_loss": float(best["val_loss"]),
             "val_dice_at_best": float(best["val_dice"]),
             "max_val_dice": float(history["val_dice"].max()),
+            "min_val_dice": config["min_val_dice"],
+            "precision": result.precision,
+            "precision_fallbacks": MetadataValue.json(result.fallbacks),
+            "precision_check": verdict.reason,
             "train_subjects": ", ".join(members["train"]),
             "validation_subjects": ", ".join(members["validation"]),
             "profile": profile.name,
@@ -222,4 +270,20 @@ def unet_models(
             ),
         },
     )
+    yield _quality_check(
+        quality["passed"],
+        problems="; ".join(quality["problems"]) or "none",
+        val_dice_at_best=float(best["val_dice"]),
+        min_val_dice=config["min_val_dice"],
+        precision=result.precision,
+    )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def _quality_check(
+    passed: bool, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR, **metadata
+) -> AssetCheckResult:
+    """The ``model_quality`` result; every run reports one, also when it trains nothing."""
+    return AssetCheckResult(
+        check_name=MODEL_QUALITY, passed=bool(passed), severity=severity, metadata=metadata
+    )

@@ -35,6 +35,8 @@ def loss_curves(history: pd.DataFrame, title: str, best_epoch: int | None = None
 def oar_bars(table: ExperimentTable, metric_label: str, title: str) -> bytes:
     """Mean and SD per OAR and method, N above each bar, a bracket with the
     significance symbol between ``original`` and each other method."""
+    if table.summary.empty:
+        return _nothing_compared(table, title)
     means, sds = table.summary["mean"], table.summary["std"]
     methods = list(means.columns)
     oars = list(means.index)
@@ -89,4 +91,23 @@ def oar_bars(table: ExperimentTable, metric_label: str, title: str) -> bytes:
             fontsize=6,
         )
     figure.tight_layout()
+    return figure_png(figure)
+
+
+def _nothing_compared(table: ExperimentTable, title: str) -> bytes:
+    """A figure that says why there are no bars (e.g. the model every bar needs failed),
+    so the figure file still exists and is not mistaken for a result."""
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    axis.axis("off")
+    axis.set_title(title, fontsize=10)
+    reasons = [f"{key}: {reason}" for key, reason in table.dropped.items()]
+    axis.text(
+        0.5,
+        0.5,
+        "\n".join(["Nothing compared.", *reasons]),
+        ha="center",
+        va="center",
+        fontsize=8,
+        wrap=True,
+    )
     return figure_png(figure)

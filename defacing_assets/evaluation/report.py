@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from defacing_assets.evaluation.stats import compare_pairs
-from defacing_assets.evaluation.tables import BASELINE, CASE, ExperimentTable, Table2
+from defacing_assets.evaluation.scores import failed_models
+from defacing_assets.evaluation.tables import (
+    BASELINE,
+    ExperimentTable,
+    Table2,
+    compare_unless_failed,
+)
 from defacing_assets.qc.render import VIEWS
 
 PUBLISHED_TABLE2 = pd.DataFrame(
@@ -55,6 +60,8 @@ class ReportInputs:
     figures: dict[str, bytes]
     main_effects: list[str]
     provenance: dict[str, object] = field(default_factory=dict)
+    failed_models: dict[str, str] = field(default_factory=dict)
+    """:func:`~defacing_assets.evaluation.scores.failed_models`: training method -> reason."""
 
 
 def original_model_on_defaced(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -62,25 +69,33 @@ def original_model_on_defaced(metrics: pd.DataFrame) -> pd.DataFrame:
 
     One row per evaluation method: paired Wilcoxon on (subject, OAR) Dice, one
     Benjamini-Hochberg correction over all methods, and a verdict in words. This is
-    the question a data sharer asks: does my defacer change what a model finds?
+    the question a data sharer asks: does my defacer change what a model finds? When
+    that model failed, every row says so and nothing is tested.
     """
     trained_on_original = metrics[metrics["train_defacer"] == BASELINE]
     methods = sorted(set(trained_on_original["eval_defacer"]) - {BASELINE})
     if BASELINE not in set(trained_on_original["eval_defacer"]) or not methods:
         return pd.DataFrame()
-    tests = compare_pairs(
+    failure = failed_models(metrics).get(BASELINE)
+    comparisons = [(BASELINE, method) for method in methods]
+    tests = compare_unless_failed(
         trained_on_original,
         group_column="eval_defacer",
         value_column="dice",
-        pair_on=CASE,
-        comparisons=[(BASELINE, method) for method in methods],
+        comparisons=comparisons,
+        untested=comparisons if failure is not None else [],
     )
-    significant = np.isfinite(tests["p_adjusted"]) & (tests["p_adjusted"] <= 0.05)
-    tests["verdict"] = np.where(
-        significant,
-        np.where(tests["mean_b"] < tests["mean_a"], "significantly lower", "significantly higher"),
-        "no significant difference",
-    )
+    if failure is not None:
+        tests["verdict"] = f"not tested: the model trained on original failed ({failure})"
+    else:
+        significant = np.isfinite(tests["p_adjusted"]) & (tests["p_adjusted"] <= 0.05)
+        tests["verdict"] = np.where(
+            significant,
+            np.where(
+                tests["mean_b"] < tests["mean_a"], "significantly lower", "significantly higher"
+            ),
+            "no significant difference",
+        )
     return tests.rename(
         columns={"group_b": "evaluated on", "mean_a": "dice on original", "mean_b": "dice on it"}
     ).drop(columns=["group_a"])
@@ -128,7 +143,8 @@ def main_effects(voxel_ratios: pd.DataFrame, metrics: pd.DataFrame) -> list[str]
 
     1. Defacing with pydeface loses submandibular voxels.
     2. A model trained on original scores lower on pydeface-defaced scans than on
-       original ones (paired Wilcoxon on (subject, OAR) Dice, BH-corrected).
+       original ones (paired Wilcoxon on (subject, OAR) Dice, BH-corrected). If that
+       model failed, the run says it cannot test this, and why.
     """
     findings = []
     glands = voxel_ratios[
@@ -154,6 +170,18 @@ def main_effects(voxel_ratios: pd.DataFrame, metrics: pd.DataFrame) -> list[str]
             "Model trained on original, evaluated on pydeface: not assessed "
             "(pydeface is not among the compared methods of this run)."
         )
+        return findings
+    failure = failed_models(metrics).get(BASELINE)
+    if failure is not None:
+        findings.append(
+            "This run cannot test the study's second effect: the model trained on original "
+            f"failed ({failure}), so it was not evaluated on original or pydeface-defaced scans."
+        )
+        if HNC_SAFE in tested:
+            findings.append(
+                "hnc_safe: this run cannot test whether the model trained on original scores "
+                "differently on hnc_safe-defaced scans: that model failed."
+            )
         return findings
     test = shifts.set_index("evaluated on").loc[PYDEFACE]
     shown = "shows" if test["verdict"] == "significantly lower" else "does not show"
@@ -186,6 +214,25 @@ def _table(frame: pd.DataFrame, index: bool = True) -> str:
     return frame.to_html(index=index, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
 
 
+def _failed_models(failed: dict[str, str]) -> str:
+    """A boxed section first in the report, so no table below is read as a result of a
+    model that failed; nothing when every model stands."""
+    if not failed:
+        return ""
+    items = "".join(
+        f"<li>trained on {html.escape(method)}: {html.escape(reason)}</li>"
+        for method, reason in failed.items()
+    )
+    return (
+        "<div style='border:2px solid #b00;padding:0 1em;margin:1em 0'>"
+        "<h2>Failed models</h2><p>The models of these training methods failed the quality "
+        "gate (non-finite training history, or validation Dice under the floor) and were not "
+        "used: their cells in Table 2 say so, the comparisons that need them carry no "
+        "p-value, and no mean over their other folds stands in for them.</p>"
+        f"<ul>{items}</ul></div>"
+    )
+
+
 def render_html(inputs: ReportInputs) -> str:
     """The whole report as one HTML document."""
     parts = [
@@ -197,6 +244,7 @@ def render_html(inputs: ReportInputs) -> str:
         "img{max-width:100%}figure{margin:1em 0}.effects li{margin:0.4em 0}</style>",
         "</head><body>",
         f"<h1>{html.escape(inputs.title)}</h1>",
+        _failed_models(inputs.failed_models),
         "<h2>Main effects</h2><ul class='effects'>",
         *[f"<li>{html.escape(line)}</li>" for line in inputs.main_effects],
         "</ul><h2>Settings</h2>",

@@ -37,10 +37,13 @@ ABSENT = "absent from the annotation"
 REMOVED = "completely removed by defacing"
 EMPTY_PREDICTION = "empty prediction: distances omitted"
 OUTSIDE_COHORT = "subject outside the cohort (QC failed for a compared method, or no labels)"
+MODEL_FAILED = "model failed"
+"""Omission prefix of a subject whose fold's model failed the quality gate (non-finite training
+history or validation Dice under the floor); the reason follows after ": "."""
 
 
-def omitted_subject() -> pd.DataFrame:
-    """The rows of a subject that is not scored at all: every OAR, no values."""
+def _unscored_subject(omission: str) -> pd.DataFrame:
+    """The rows of a subject that is not scored at all: every OAR, no values, one reason."""
     return pd.DataFrame(
         [
             {
@@ -52,12 +55,39 @@ def omitted_subject() -> pd.DataFrame:
                 "msd": math.nan,
                 "hd95": math.nan,
                 "mean_hd95": math.nan,
-                "omission": OUTSIDE_COHORT,
+                "omission": omission,
             }
             for label, name in LABEL_NAMES.items()
         ],
         columns=SCORE_COLUMNS,
     )
+
+
+def omitted_subject() -> pd.DataFrame:
+    """A subject outside the cohort: every OAR, no values."""
+    return _unscored_subject(OUTSIDE_COHORT)
+
+
+def failed_model_subject(reason: str) -> pd.DataFrame:
+    """A test subject of a fold whose model failed the quality gate: every OAR, no values,
+    so the failure stays visible downstream instead of the subject silently disappearing."""
+    return _unscored_subject(f"{MODEL_FAILED}: {reason}")
+
+
+def failed_models(metrics: pd.DataFrame) -> dict[str, str]:
+    """Training method -> why its model failed (unique reasons, sorted, joined by "; "), for
+    every training method with any model-failed row: one of its folds failed, so a mean or a
+    test over the surviving folds would not be the model the study asks about."""
+    if metrics.empty or "omission" not in metrics:
+        return {}
+    prefix = f"{MODEL_FAILED}: "
+    omission = metrics["omission"].fillna("").astype(str)
+    failed = omission.str.startswith(prefix)
+    reasons = omission[failed].str.removeprefix(prefix)
+    return {
+        str(method): "; ".join(sorted(set(group)))
+        for method, group in reasons.groupby(metrics.loc[failed, "train_defacer"], sort=True)
+    }
 
 
 def score_prediction(

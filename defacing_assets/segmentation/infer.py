@@ -18,7 +18,8 @@ from defacing_assets.imaging.resample import resample_like
 from defacing_assets.imaging.volume import Volume
 from defacing_assets.profiles import Profile
 from defacing_assets.segmentation.data import IMAGE, preprocessing
-from defacing_assets.segmentation.model import build_unet, mixed_precision
+from defacing_assets.segmentation.model import build_unet
+from defacing_assets.segmentation.precision import FLOAT32, autocast
 from defacing_assets.segmentation.train import TrainingResult, whole_volume_logits
 
 
@@ -34,6 +35,7 @@ def predict_labels(
     image: Volume,
     profile: Profile,
     device: str | torch.device = "cpu",
+    precision: str = FLOAT32,
 ) -> Volume:
     """Label map (0 background, 1..8 OARs) of ``image``, on ``image``'s grid.
 
@@ -41,6 +43,7 @@ def predict_labels(
         network: maps (1, 1, X, Y, Z) images to (1, 9, X, Y, Z) logits.
         image: the (defaced) image to segment, any grid.
         profile: the training profile (spacing and window size).
+        precision: what this machine's self-check allows (``choose_precision``).
     """
     device = torch.device(device)
     subject = tio.Subject(
@@ -52,7 +55,7 @@ def predict_labels(
         }
     )
     prepared = preprocessing(profile)(subject)[IMAGE]
-    with torch.no_grad(), mixed_precision(device):
+    with torch.no_grad(), autocast(device, precision):
         logits = whole_volume_logits(network, prepared.data[None].float().to(device), profile)
         labels = torch.softmax(logits, dim=1).argmax(dim=1)[0]
     on_training_grid = Volume(
@@ -68,3 +71,6 @@ class CohortPredictions:
     labels: dict[str, Volume] = field(default_factory=dict)
     folds: dict[str, int] = field(default_factory=dict)
     """Fold whose model predicted each subject (the subject's test fold)."""
+    model_failures: dict[str, str] = field(default_factory=dict)
+    """Test subjects left unpredicted because their fold's model failed its quality gate,
+    with the reason (they are in ``folds`` too, not in ``labels``)."""

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
-import torch
 from monai.networks.nets import BasicUNet
 
 N_CLASSES = 9
@@ -23,19 +21,3 @@ def build_unet(features: Sequence[int]) -> BasicUNet:
         norm=("instance", {"affine": True}),
         upsample="deconv",
     )
-
-
-def mixed_precision(device: torch.device) -> torch.autocast:
-    """Autocast for the U-Net's forward pass: float16 on CUDA, bfloat16 on CPUs that have it.
-
-    On CPUs with AVX512-BF16/AMX, oneDNN runs bfloat16 3D convolutions 1.5-1.9x
-    faster than float32 (benchmarks/RESULTS.md); elsewhere CPU stays float32.
-    """
-    if device.type == "cuda":
-        return torch.autocast("cuda")
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=_cpu_has_bfloat16())
-
-
-@functools.cache
-def _cpu_has_bfloat16() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -1,10 +1,12 @@
 """Training loop: patch training, whole-volume validation, early stopping, resumable.
 
-One code path for CPU and CUDA (mixed precision on both where the hardware has it;
-CUDA adds loss scaling, cudnn.benchmark and pinned
-memory). Every epoch ends with an atomically written checkpoint holding the
-weights, optimizer, RNG states and history, so a killed run resumes at the
-next epoch and, on CPU with a fixed seed, reproduces the uninterrupted history.
+One code path for CPU and CUDA (reduced precision where this machine's self-check
+passed, ``segmentation/precision.py``; float16 adds loss scaling, CUDA adds
+cudnn.benchmark and pinned memory). A non-finite step never reaches the weights:
+training returns to the last good epoch and goes on in float32. Every epoch ends
+with an atomically written checkpoint holding the weights, optimizer, RNG states,
+history and precision, so a killed run resumes at the next epoch and, on CPU with
+a fixed seed, reproduces the uninterrupted history.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from upath import UPath
 from defacing_assets.imaging.atomic import atomic_write_bytes
 from defacing_assets.profiles import Profile
 from defacing_assets.segmentation.data import IMAGE, LABEL, augmentation
-from defacing_assets.segmentation.model import N_CLASSES, build_unet, mixed_precision
+from defacing_assets.segmentation.model import N_CLASSES, build_unet
+from defacing_assets.segmentation.precision import FLOAT16, FLOAT32, autocast, choose_precision
 
 CHECKPOINT_NAME = "checkpoint.pt"
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "seconds"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "seconds", "precision"]
 
 
 @dataclass
@@ -43,10 +46,20 @@ class TrainingResult:
     model_state: dict
     """Weights of the best epoch (lowest validation loss), on CPU."""
     history: pd.DataFrame
-    """One row per epoch: epoch, train_loss, val_loss, val_dice, seconds."""
+    """One row per epoch: epoch, train_loss, val_loss, val_dice, seconds, precision."""
     best_epoch: int
     config: dict = field(default_factory=dict)
-    """What produced it (profile, spacing, label table, versions, seed, subjects)."""
+    """What produced it (profile, spacing, label table, versions, seed, subjects, precision,
+    quality)."""
+    precision: str = FLOAT32
+    """The precision training ended in."""
+    fallbacks: list[dict] = field(default_factory=list)
+    """Each switch to float32 after a non-finite step: epoch, from, to, reason."""
+
+    @property
+    def failure(self) -> str:
+        """Why the model failed its quality gate ("" when it passed or was never gated)."""
+        return "; ".join(self.config.get("quality", {}).get("problems", []))
 
 
 def seed_everything(seed: int) -> None:
@@ -129,11 +142,12 @@ def validate(
     subjects: Sequence[tio.Subject],
     profile: Profile,
     device: torch.device,
+    precision: str = FLOAT32,
 ) -> tuple[float, float]:
     """Mean cross-entropy and mean OAR Dice on whole volumes (sliding window)."""
     model.eval()
     losses, dices = [], []
-    with torch.no_grad(), mixed_precision(device):
+    with torch.no_grad(), autocast(device, precision):
         for subject in subjects:
             image = subject[IMAGE].data[None].float().to(device)
             label = subject[LABEL].data[None, 0].long().to(device)
@@ -168,6 +182,73 @@ def patch_loader(subjects: Sequence[tio.Subject], profile: Profile, pin_memory: 
     return DataLoader(queue, batch_size=profile.batch_size, num_workers=0, pin_memory=pin_memory)
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """Training went non-finite in float32, so no precision is left to fall back to."""
+
+
+class _NonFinite(Exception):
+    """A step or a validation that must not reach the weights or the history."""
+
+
+MIN_LOSS_SCALE = 1.0
+"""float16 loss scaling overflows by design and the scaler skips those steps; a scale
+driven below 1 means the unscaled gradients themselves overflow."""
+
+
+@dataclass
+class _Progress:
+    """Everything about a training run besides weights and optimizer, as checkpointed."""
+
+    precision: str
+    history: list[dict] = field(default_factory=list)
+    best_state: dict = field(default_factory=dict)
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    stale: int = 0
+    finished: bool = False
+    fallbacks: list[dict] = field(default_factory=list)
+
+
+def _gradient_norm(model: torch.nn.Module) -> torch.Tensor:
+    norms = [torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def _train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    subjects: Sequence[tio.Subject],
+    profile: Profile,
+    device: torch.device,
+    precision: str,
+) -> float:
+    """One epoch of patches; mean training loss. Raises :class:`_NonFinite` before a
+    non-finite loss or gradient reaches the weights."""
+    total, count = 0.0, 0
+    for step, batch in enumerate(patch_loader(subjects, profile, device.type == "cuda"), 1):
+        image = batch[IMAGE][tio.DATA].float().to(device, non_blocking=True)
+        label = batch[LABEL][tio.DATA][:, 0].long().to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            logits = model(image)
+        loss = torch.nn.functional.cross_entropy(logits.float(), label)
+        if not torch.isfinite(loss):
+            raise _NonFinite(f"step {step}: loss {float(loss)}")
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        norm = _gradient_norm(model)
+        if not torch.isfinite(norm) and (
+            not scaler.is_enabled() or scaler.get_scale() < MIN_LOSS_SCALE
+        ):
+            raise _NonFinite(f"step {step}: gradient norm {float(norm)}")
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.detach()) * len(label)
+        count += len(label)
+    return total / max(count, 1)
+
+
 def train_model(
     train_subjects: Sequence[tio.Subject],
     val_subjects: Sequence[tio.Subject],
@@ -176,6 +257,7 @@ def train_model(
     checkpoint_dir: str | Path,
     log: Callable[[str], object] = print,
     device: str | torch.device | None = None,
+    precision: str | None = None,
 ) -> TrainingResult:
     """Train the U-Net; resume from ``checkpoint_dir`` when a checkpoint is there.
 
@@ -183,96 +265,120 @@ def train_model(
     ``profile.patience`` epochs without validation-loss improvement or at
     ``profile.max_epochs``. ``log`` gets one line per epoch, after that epoch's
     checkpoint is written (an exception raised there interrupts cleanly).
+
+    ``precision`` (default: :func:`~defacing_assets.segmentation.precision.choose_precision`
+    for this machine, uncached) is where training starts. A non-finite loss, gradient or
+    validation loss is never applied: the run goes back to the last good epoch and
+    continues in float32, recorded in the history's ``precision`` column and in
+    ``TrainingResult.fallbacks``; in float32 it raises :class:`NonFiniteTrainingError`.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_cuda = device.type == "cuda"
     if use_cuda:
         torch.backends.cudnn.benchmark = True
+    if precision is None:
+        precision = choose_precision(profile, device).precision
     seed_everything(seed)
     model = build_unet(profile.features).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=profile.learning_rate, betas=(0.9, 0.999), amsgrad=True
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=use_cuda)
-    loss_function = torch.nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(device.type, enabled=use_cuda and precision == FLOAT16)
 
-    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-    history: list[dict] = []
-    best_state = _cpu_state(model)
-    best_val_loss, best_epoch, stale, finished = math.inf, -1, 0, False
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    def snapshot(epoch: int, progress: _Progress) -> dict:
+        return {
+            "epoch": epoch,
+            "model": _cpu_state(model),
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
+            "scaler": scaler.state_dict(),
+            "progress": copy.deepcopy(progress),
+            "rng": _rng_states(),
+            "seed": seed,
+            "profile": profile.name,
+        }
+
+    def restore(state: dict) -> _Progress:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        history, best_state = state["history"], state["best_state"]
-        best_val_loss, best_epoch = state["best_val_loss"], state["best_epoch"]
-        stale, finished = state["stale"], state["finished"]
         _set_rng_states(state["rng"])
-        log(f"resuming after epoch {state['epoch'] + 1} (best epoch {best_epoch + 1})")
+        return copy.deepcopy(state["progress"])
+
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    if checkpoint_path.exists():
+        last_good = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        progress = restore(last_good)
+        log(
+            f"resuming after epoch {last_good['epoch'] + 1} (best epoch {progress.best_epoch + 1},"
+            f" {progress.precision})"
+        )
+    else:
+        progress = _Progress(precision, best_state=_cpu_state(model))
+        last_good = snapshot(-1, progress)
 
     model.train()
-    epoch = len(history)
-    while not finished:
+    while not progress.finished:
+        epoch = len(progress.history)
         started = time.perf_counter()
-        total, count = 0.0, 0
-        for batch in patch_loader(train_subjects, profile, pin_memory=use_cuda):
-            image = batch[IMAGE][tio.DATA].float().to(device, non_blocking=True)
-            label = batch[LABEL][tio.DATA][:, 0].long().to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with mixed_precision(device):
-                loss = loss_function(model(image).float(), label)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(label)
-            count += len(label)
-        val_loss, val_dice = validate(model, val_subjects, profile, device)
+        try:
+            train_loss = _train_epoch(
+                model, optimizer, scaler, train_subjects, profile, device, progress.precision
+            )
+            val_loss, val_dice = validate(model, val_subjects, profile, device, progress.precision)
+            if not math.isfinite(val_loss):
+                raise _NonFinite(f"validation loss {val_loss}")
+        except _NonFinite as problem:
+            where = f"epoch {epoch + 1}, {problem}"
+            if progress.precision == FLOAT32:
+                raise NonFiniteTrainingError(
+                    f"training went non-finite in float32 at {where}; no model is stored"
+                ) from None
+            fallback = {"epoch": epoch, "from": progress.precision, "to": FLOAT32, "reason": where}
+            log(
+                f"non-finite {progress.precision} training at {where}: back to the state after "
+                f"epoch {last_good['epoch'] + 1}, continuing in float32"
+            )
+            progress = restore(last_good)
+            progress.precision = FLOAT32
+            progress.fallbacks.append(fallback)
+            if scaler.is_enabled():
+                scaler = torch.amp.GradScaler(device.type, enabled=False)
+            continue
         seconds = time.perf_counter() - started
-        history.append(
+        progress.history.append(
             {
                 "epoch": epoch,
-                "train_loss": total / max(count, 1),
+                "train_loss": train_loss,
                 "val_loss": val_loss,
                 "val_dice": val_dice,
                 "seconds": seconds,
+                "precision": progress.precision,
             }
         )
-        if val_loss < best_val_loss:
-            best_val_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = _cpu_state(model)
+        if val_loss < progress.best_val_loss:
+            progress.best_val_loss, progress.best_epoch, progress.stale = val_loss, epoch, 0
+            progress.best_state = _cpu_state(model)
         else:
-            stale += 1
-        finished = stale >= profile.patience or epoch + 1 >= profile.max_epochs
-        _write_checkpoint(
-            checkpoint_path,
-            {
-                "epoch": epoch,
-                "model": _cpu_state(model),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "history": history,
-                "best_state": best_state,
-                "best_val_loss": best_val_loss,
-                "best_epoch": best_epoch,
-                "stale": stale,
-                "finished": finished,
-                "rng": _rng_states(),
-                "seed": seed,
-                "profile": profile.name,
-            },
-        )
-        mean_seconds = float(np.mean([row["seconds"] for row in history]))
-        remaining = min(profile.max_epochs - epoch - 1, profile.patience - stale)
+            progress.stale += 1
+        progress.finished = progress.stale >= profile.patience or epoch + 1 >= profile.max_epochs
+        last_good = snapshot(epoch, progress)
+        _write_checkpoint(checkpoint_path, last_good)
+        mean_seconds = float(np.mean([row["seconds"] for row in progress.history]))
+        remaining = min(profile.max_epochs - epoch - 1, profile.patience - progress.stale)
         log(
-            f"epoch {epoch + 1}/{profile.max_epochs}: train loss {history[-1]['train_loss']:.4f}"
-            f", val loss {val_loss:.4f}, val dice {val_dice:.3f}, best epoch {best_epoch + 1}"
-            f", {seconds:.1f} s, ETA <= {0 if finished else remaining * mean_seconds:.0f} s"
+            f"epoch {epoch + 1}/{profile.max_epochs}: train loss {train_loss:.4f}"
+            f", val loss {val_loss:.4f}, val dice {val_dice:.3f}, best epoch "
+            f"{progress.best_epoch + 1}, {progress.precision}, {seconds:.1f} s, ETA <= "
+            f"{0 if progress.finished else remaining * mean_seconds:.0f} s"
         )
-        epoch += 1
 
-    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-    return TrainingResult(model_state=best_state, history=frame, best_epoch=best_epoch)
+    return TrainingResult(
+        model_state=progress.best_state,
+        history=pd.DataFrame(progress.history, columns=HISTORY_COLUMNS),
+        best_epoch=progress.best_epoch,
+        precision=progress.precision,
+        fallbacks=progress.fallbacks,
+    )
 
 
 MODEL_FILES = ("model.pt", "config.json", "history.parquet")

@@ -1,10 +1,21 @@
 """The report's verdicts: what a data sharer reads about each defacer."""
 
+import html
+
 import numpy as np
 import pandas as pd
 
-from defacing_assets.evaluation.report import main_effects, original_model_on_defaced, qc_summary
-from defacing_assets_tests.builders import OARS, SUBJECTS, study_metrics
+from defacing_assets.evaluation.report import (
+    ReportInputs,
+    main_effects,
+    original_model_on_defaced,
+    qc_summary,
+    render_html,
+)
+from defacing_assets.evaluation.results import study_results
+from defacing_assets.evaluation.scores import failed_models
+from defacing_assets_tests.builders import METHODS, OARS, SUBJECTS, study_metrics
+from defacing_assets_tests.evaluation.failures import REASON, with_failed_model
 
 
 def _with_hnc_safe(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -29,8 +40,8 @@ def test_original_model_is_judged_on_each_method_against_original():
     assert shifts.loc["pydeface", "n"] == len(SUBJECTS) * (len(OARS) - 1)
 
 
-def test_main_effects_name_hnc_safe_beside_pydeface():
-    ratios = pd.DataFrame(
+def _gland_ratios() -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "subject": ["S0", "S0"],
             "defacer": ["pydeface", "pydeface"],
@@ -39,7 +50,10 @@ def test_main_effects_name_hnc_safe_beside_pydeface():
             "ratio": [0.8, 1.0],
         }
     )
-    effects = main_effects(ratios, _with_hnc_safe(study_metrics()))
+
+
+def test_main_effects_name_hnc_safe_beside_pydeface():
+    effects = main_effects(_gland_ratios(), _with_hnc_safe(study_metrics()))
     assert "shows the study's first effect" in effects[0]
     assert "shows the study's second effect" in effects[1]
     assert "hnc_safe" in effects[2] and "no significant difference" in effects[2]
@@ -75,3 +89,37 @@ def test_qc_summary_puts_privacy_beside_anatomy():
     assert summary.loc["pydeface", "min OAR kept ratio"] == 0.5
     assert summary.loc["pydeface", "OARs fully kept"] == "50%"
     assert summary.loc["quickshear", "scans"] == 2
+
+
+def test_report_without_the_original_model_says_the_second_effect_was_not_tested():
+    metrics = with_failed_model(_with_hnc_safe(study_metrics()), "original").assign(
+        msd=1.0, hd95=2.0, mean_hd95=1.5
+    )
+    effects = main_effects(_gland_ratios(), metrics)
+    results = study_results(metrics, METHODS)
+    document = render_html(
+        ReportInputs(
+            title="failed original model",
+            settings={"profile": "demo"},
+            cohort=pd.DataFrame({"subject": SUBJECTS}),
+            qc_summary=pd.DataFrame(),
+            original_model=original_model_on_defaced(metrics),
+            renders={},
+            table1=pd.DataFrame(),
+            figure2=None,
+            table2=results.table2,
+            experiments=results.experiments,
+            figures=results.figures,
+            main_effects=effects,
+            failed_models=failed_models(metrics),
+        )
+    )
+    text = html.unescape(document)
+    assert effects[1] == (
+        "This run cannot test the study's second effect: the model trained on original failed "
+        f"({REASON}), so it was not evaluated on original or pydeface-defaced scans."
+    )
+    assert "cannot test" in effects[2] and "hnc_safe" in effects[2]
+    assert "Failed models" in text and f"trained on original: {REASON}" in text
+    for claim in ("no significant difference", "show the study's second effect", "p = "):
+        assert claim not in text

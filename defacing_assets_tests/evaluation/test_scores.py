@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from defacing_assets.evaluation.scores import (
@@ -10,6 +11,8 @@ from defacing_assets.evaluation.scores import (
     EMPTY_PREDICTION,
     OUTSIDE_COHORT,
     REMOVED,
+    failed_model_subject,
+    failed_models,
     omitted_subject,
     score_prediction,
 )
@@ -87,3 +90,32 @@ def test_subject_outside_the_cohort_is_recorded_without_values():
     rows = omitted_subject()
     assert len(rows) == 8 and (rows["omission"] == OUTSIDE_COHORT).all()
     assert rows[["dice", "msd", "hd95", "mean_hd95"]].isna().all().all()
+
+
+def test_subject_of_a_failed_model_is_recorded_without_values_and_with_the_reason():
+    rows = failed_model_subject("fold 2: best validation Dice 0.004 below the demo floor 0.3")
+    expected = "model failed: fold 2: best validation Dice 0.004 below the demo floor 0.3"
+    assert (rows["omission"] == expected).all()
+    pd.testing.assert_frame_equal(
+        rows.drop(columns="omission"), omitted_subject().drop(columns="omission")
+    )
+
+
+def test_failed_models_names_each_training_method_once_with_every_reason():
+    def rows(trained: str, table: pd.DataFrame) -> pd.DataFrame:
+        return table.assign(train_defacer=trained, eval_defacer="original")
+
+    scored = omitted_subject().assign(omission="", dice=0.8)
+    metrics = pd.concat(
+        [
+            rows("pydeface", failed_model_subject("fold 2: non-finite training loss")),
+            rows("pydeface", failed_model_subject("fold 0: best validation Dice 0.1")),
+            rows("pydeface", failed_model_subject("fold 2: non-finite training loss")),
+            rows("original", scored),
+            rows("original", omitted_subject()),
+        ],
+        ignore_index=True,
+    )
+    assert failed_models(metrics) == {
+        "pydeface": "fold 0: best validation Dice 0.1; fold 2: non-finite training loss"
+    }

@@ -9,6 +9,7 @@ from PIL import Image
 from defacing_assets.evaluation.plots import oar_bars
 from defacing_assets.evaluation.tables import experiment_table, table2
 from defacing_assets_tests.builders import METHODS, OARS, SUBJECTS, study_metrics
+from defacing_assets_tests.evaluation.failures import REASON, with_failed_model
 
 
 @pytest.fixture
@@ -55,3 +56,22 @@ def test_per_oar_figure_renders_with_dropped_oars_noted(metrics):
     assert png.startswith(b"\x89PNG")
     width, height = Image.open(io.BytesIO(png)).size
     assert width >= 600 and height == 400
+
+
+def test_table2_says_model_failed_and_tests_no_pair_with_it(metrics):
+    table = table2(with_failed_model(metrics, "pydeface"), METHODS)
+    assert (table.cells.loc["pydeface"] == f"model failed ({REASON})").all()
+    assert (table.n.loc["pydeface"] == 0).all()
+    assert table.n.loc["original", "original"] == len(SUBJECTS) * len(OARS)
+    assert list(table.significance["eval_defacer"]) == METHODS
+    assert (table.significance["symbol"] == "model failed").all()
+    assert table.significance[["p", "p_adjusted"]].isna().all().all()
+
+
+def test_experiment_two_without_the_original_model_tests_nothing_and_says_why(metrics):
+    table = experiment_table(with_failed_model(metrics, "original"), "dice", 2, METHODS)
+    assert set(table.comparisons["oar"]) == set(OARS)
+    assert (table.comparisons["symbol"] == "model failed").all()
+    assert table.comparisons["p"].isna().all()
+    assert table.dropped == {"model trained on original": f"model failed: {REASON}"}
+    assert oar_bars(table, "Dice", "Experiment 2").startswith(b"\x89PNG")

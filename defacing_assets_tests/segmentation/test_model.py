@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from defacing_assets.profiles import get_profile
-from defacing_assets.segmentation.model import build_unet, mixed_precision
+from defacing_assets.segmentation.model import build_unet
 
 
 def test_paper_unet_architecture() -> None:
@@ -51,13 +51,3 @@ def test_unet_output_shape() -> None:
     with torch.no_grad():
         out = model(torch.zeros(1, 1, 32, 32, 32))
     assert out.shape == (1, 9, 32, 32, 32)
-
-
-def test_cpu_mixed_precision_is_bfloat16_only_where_the_cpu_has_it() -> None:
-    model = build_unet((4, 4, 8, 16, 32, 4))
-    image = torch.randn(1, 1, 32, 32, 32)
-    with torch.no_grad(), mixed_precision(torch.device("cpu")):
-        logits = model(image)
-    supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    assert logits.dtype == (torch.bfloat16 if supported else torch.float32)
-    assert logits.shape == (1, 9, 32, 32, 32)

@@ -16,6 +16,7 @@ from defacing_assets.profiles import get_profile
 from defacing_assets.segmentation.data import augmentation, make_subject
 from defacing_assets.segmentation.train import (
     CHECKPOINT_NAME,
+    HISTORY_COLUMNS,
     MODEL_FILES,
     load_model,
     save_model,
@@ -53,7 +54,7 @@ def uninterrupted(subjects, tmp_path_factory):
 def test_training_lowers_validation_loss_and_saves(uninterrupted, tmp_path: Path) -> None:
     result, _ = uninterrupted
     history = result.history
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "seconds"]
+    assert list(history.columns) == HISTORY_COLUMNS
     assert list(history.epoch) == list(range(EPOCHS))
     assert history.val_loss.iloc[-1] < history.val_loss.iloc[0]
     assert result.best_epoch == int(history.val_loss.idxmin())
