@@ -19,7 +19,8 @@ from defacing_assets.cohort.synthetic import write_cohort
 from defacing_assets.evaluation.cohort import fold_roles
 from defacing_assets.imaging.io import load_volume
 from defacing_assets.profiles import get_profile
-from defacing_assets.segmentation.train import MODEL_FILES, train_model
+from defacing_assets.resources import StudyConfig
+from defacing_assets.segmentation.train import MODEL_FILES, NonFiniteTrainingError, train_model
 from defacing_assets_tests.conftest import study_resources
 
 SUBJECTS = [f"SYN{index:03d}" for index in range(1, 6)]
@@ -87,10 +88,14 @@ def test_model_is_trained_on_the_folds_split_and_stored(trained):
     assert len(config["subjects"]["train"]) == 3
     assert config["profile"]["name"] == "ci" and config["labels"]["Parotid_R"] == 8
     assert {"torch", "monai", "torchio"} <= set(config["versions"])
+    assert config["quality"] == {"min_val_dice": 0.0, "passed": True, "problems": []}
+    assert config["precision"]["final"] == config["precision"]["self_check"]["precision"]
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.check_name == "model_quality" and evaluation.passed
 
     history = pd.read_parquet(folder / "history.parquet")
     assert len(history) == get_profile("ci").max_epochs
-    assert {"epoch", "train_loss", "val_loss", "val_dice", "seconds"} <= set(history.columns)
+    assert {"epoch", "train_loss", "val_loss", "val_dice", "precision"} <= set(history.columns)
     weights = torch.load(folder / "model.pt", weights_only=True)
     assert weights["final_conv.weight"].shape[0] == 9
 
@@ -152,6 +157,27 @@ def test_transient_failure_is_retried_and_resumes_from_the_checkpoint(trained, m
     assert list(history["epoch"]) == list(range(get_profile("ci").max_epochs))
 
 
+def test_training_that_goes_non_finite_in_float32_fails_and_stores_no_model(trained, monkeypatch):
+    study, _, instance, resources = trained
+
+    def diverging_train_model(*args, **kwargs):
+        raise NonFiniteTrainingError("training went non-finite in float32 at epoch 2, step 1")
+
+    monkeypatch.setattr(training, "train_model", diverging_train_model)
+    result = materialize(
+        GRAPH,
+        selection=[unet_models],
+        partition_key=MultiPartitionKey({"fold": "2", "defacer": "original"}),
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "non-finite in float32 at epoch 2" in failure.step_failure_data.error.message
+    assert not (study / "store" / "unet_models" / "defacer=original" / "fold=2").exists()
+
+
 @pytest.fixture(scope="module")
 def evaluated(trained):
     """Every fold trained on original, then predictions and metrics of (original, original)."""
@@ -172,6 +198,12 @@ def evaluated(trained):
     return trained
 
 
+def _original_scores(study) -> pd.DataFrame:
+    """segmentation_metrics of the (original, original) cell."""
+    cell = study / "store" / "segmentation_metrics" / "eval_defacer=original"
+    return pd.read_parquet(cell / "train_defacer=original.parquet")
+
+
 def test_every_test_subject_is_predicted_by_its_folds_model_on_its_own_grid(evaluated):
     study, _, _, _ = evaluated
     folder = study / "store" / "predictions" / "eval_defacer=original" / "train_defacer=original"
@@ -187,13 +219,7 @@ def test_every_test_subject_is_predicted_by_its_folds_model_on_its_own_grid(eval
         np.testing.assert_allclose(predicted.affine, original.affine, atol=1e-4)
         assert set(np.unique(predicted.array)) <= set(range(9))
 
-    scores = pd.read_parquet(
-        study
-        / "store"
-        / "segmentation_metrics"
-        / "eval_defacer=original"
-        / "train_defacer=original.parquet"
-    )
+    scores = _original_scores(study)
     assert len(scores) == len(SUBJECTS) * 8
     assert set(scores["subject"]) == set(SUBJECTS)
     assert scores["dice"].between(0, 1).all(), "every OAR is annotated and kept by original"
@@ -213,3 +239,42 @@ def test_study_runs_through_to_the_report(evaluated):
     assert "pydeface is not among the compared methods" in report
     table2 = pd.read_csv(study / "tables" / "table2.csv", index_col=0)
     assert list(table2.index) == ["original"]
+
+
+def test_a_model_under_the_floor_fails_its_check_and_is_not_used(evaluated):
+    """Fold 4 retrained against an unreachable floor: the check fails, and its test
+    subjects are scored as "model failed" instead of being predicted."""
+    study, _, instance, resources = evaluated
+    study_config = resources["study"]
+    strict = {
+        **resources,
+        "study": StudyConfig(
+            data_root=study_config.data_root,
+            study_dir=study_config.study_dir,
+            profile=study_config.profile,
+            min_model_dice=1.0,
+        ),
+    }
+    result = _train(instance, strict, "4", "original")
+    assert result.success, "a model that fails the gate is data, not a crashed run"
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity.value == "ERROR"
+    [materialization] = result.asset_materializations_for_node("unet_models")
+    assert materialization.metadata["status"].value.startswith("failed: validation Dice")
+
+    cell = MultiPartitionKey({"train_defacer": "original", "eval_defacer": "original"})
+    assert materialize(
+        GRAPH,
+        selection=[predictions, segmentation_metrics],
+        partition_key=cell,
+        instance=instance,
+        resources=strict,
+    ).success
+    cohort = pd.read_parquet(study / "store" / "study_cohort.parquet")
+    tested = set(cohort.loc[cohort["fold"] == 4, "subject"])
+    folder = study / "store" / "predictions" / "eval_defacer=original" / "train_defacer=original"
+    assert tested and not any((folder / f"{s}.nii.gz").exists() for s in tested)
+    scores = _original_scores(study)
+    failed = scores[scores["omission"].str.startswith("model failed: fold 4: validation Dice")]
+    assert set(failed["subject"]) == tested and failed["dice"].isna().all()
+    assert (failed["fold"] == 4).all()

@@ -234,7 +234,7 @@ def _train_epoch(
             logits = model(image)
         loss = torch.nn.functional.cross_entropy(logits.float(), label)
         if not torch.isfinite(loss):
-            raise _NonFinite(f"step {step}: loss {float(loss)}")
+            raise _NonFinite(f"step {step}: loss {float(loss.detach())}")
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         norm = _gradient_norm(model)

@@ -1,4 +1,5 @@
-"""Training on tiny synthetic subjects: it learns, saves, and resumes exactly."""
+"""Training on tiny synthetic subjects: it learns, saves, resumes exactly, and never
+lets a non-finite step reach the weights."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from torchio.transforms.augmentation.spatial.random_flip import _ensure_axes_ind
 
 from defacing_assets.cohort.synthetic import generate_subject
 from defacing_assets.profiles import get_profile
+from defacing_assets.segmentation import train
 from defacing_assets.segmentation.data import augmentation, make_subject
+from defacing_assets.segmentation.model import build_unet
+from defacing_assets.segmentation.precision import BFLOAT16, FLOAT32, choose_precision
 from defacing_assets.segmentation.train import (
     CHECKPOINT_NAME,
     HISTORY_COLUMNS,
     MODEL_FILES,
+    NonFiniteTrainingError,
     load_model,
     save_model,
     train_model,
@@ -115,3 +120,74 @@ def test_kept_policy_and_flip_axes(subjects) -> None:
     assert 0 < int((restricted["label"].data > 0).sum()) < int((original["label"].data > 0).sum())
     flip = augmentation().transforms[1]
     assert _ensure_axes_indices(subjects[0], flip.axes) == [1, 2]  # A and S of an RAS grid
+
+
+def test_the_precision_this_machine_chooses_trains_the_demo_unet_finitely(tmp_path: Path) -> None:
+    """Two epochs of the demo U-Net in the precision the self-check picks here: no step needs
+    the float32 fallback and the history is finite (on an AVX512-BF16 CPU without AMX,
+    bfloat16 gave 1e33 gradients and every demo model trained on NaN)."""
+    profile = dataclasses.replace(get_profile("demo"), max_epochs=2, patience=2)
+    chosen = choose_precision(profile, torch.device("cpu")).precision
+    demo_subjects = []
+    for index in range(3):
+        scan, _ = generate_subject(f"demo{index}", index, 11, profile="ci")
+        demo_subjects.append(make_subject(scan.image, scan.labels, None, profile, "original"))
+    result = train_model(
+        demo_subjects[:2], demo_subjects[2:], profile, 3, tmp_path, precision=chosen
+    )
+    assert result.fallbacks == [], result.fallbacks
+    assert list(result.history["precision"]) == [chosen, chosen]
+    assert np.isfinite(result.history[["train_loss", "val_loss", "val_dice"]]).all().all()
+
+
+class NaNOutput:
+    """A forward hook that spoils the network's training output from the ``after``-th call on,
+    only in reduced precision unless ``always``: a stand-in for a faulty kernel."""
+
+    def __init__(self, after: int, always: bool = False) -> None:
+        self.after, self.always, self.calls = after, always, 0
+
+    def __call__(self, module, inputs, output):
+        if not module.training:
+            return None
+        self.calls += 1
+        if self.calls >= self.after and (self.always or output.dtype == torch.bfloat16):
+            return output * float("nan")
+        return None
+
+
+def _spoiled_unet(monkeypatch, hook: NaNOutput) -> None:
+    def build(features):
+        model = build_unet(features)
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(train, "build_unet", build)
+
+
+def test_a_non_finite_step_falls_back_to_float32_and_the_history_says_so(
+    subjects, tmp_path: Path, monkeypatch
+) -> None:
+    steps_per_epoch = 2 * PROFILE.samples_per_volume // PROFILE.batch_size
+    _spoiled_unet(monkeypatch, NaNOutput(after=steps_per_epoch + 1))
+    lines: list[str] = []
+    result = train_model(
+        subjects[:2], subjects[2:], PROFILE, 3, tmp_path, log=lines.append, precision=BFLOAT16
+    )
+    assert [f["epoch"] for f in result.fallbacks] == [1]
+    assert result.fallbacks[0]["from"] == BFLOAT16 and "loss nan" in result.fallbacks[0]["reason"]
+    assert list(result.history["precision"]) == [BFLOAT16] + [FLOAT32] * (EPOCHS - 1)
+    assert list(result.history["epoch"]) == list(range(EPOCHS))
+    assert np.isfinite(result.history[["train_loss", "val_loss", "val_dice"]]).all().all()
+    assert result.precision == FLOAT32
+    assert any("continuing in float32" in line for line in lines), lines
+    for name, weights in result.model_state.items():
+        assert torch.isfinite(weights.float()).all(), name
+
+
+def test_non_finite_float32_training_fails_without_a_model(
+    subjects, tmp_path: Path, monkeypatch
+) -> None:
+    _spoiled_unet(monkeypatch, NaNOutput(after=3, always=True))
+    with pytest.raises(NonFiniteTrainingError, match="non-finite in float32 at epoch 2"):
+        train_model(subjects[:2], subjects[2:], PROFILE, 3, tmp_path, precision=FLOAT32)
