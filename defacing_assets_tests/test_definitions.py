@@ -115,7 +115,12 @@ def test_snapshot_of_assets_and_partitions():
         ),
     }
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"geometry_consistent", "labels_present", "original_shows_face"}
+    assert checks == {
+        "geometry_consistent",
+        "labels_present",
+        "model_quality",
+        "original_shows_face",
+    }
 
 
 @pytest.mark.parametrize("name", ["unet_models", "predictions"])
