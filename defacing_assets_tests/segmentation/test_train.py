@@ -3,6 +3,7 @@ lets a non-finite step reach the weights."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -142,18 +143,27 @@ def test_the_precision_this_machine_chooses_trains_the_demo_unet_finitely(tmp_pa
 
 class NaNOutput:
     """A forward hook that spoils the network's training output from the ``after``-th call on,
-    only in reduced precision unless ``always``: a stand-in for a faulty kernel."""
+    only in reduced precision unless ``always``: a stand-in for a faulty kernel.
+
+    Reduced precision is simulated (float32 arithmetic under the reduced label), so the test
+    does not depend on whether this machine's bfloat16 is itself healthy."""
 
     def __init__(self, after: int, always: bool = False) -> None:
-        self.after, self.always, self.calls = after, always, 0
+        self.after, self.always, self.calls, self.reduced = after, always, 0, False
 
     def __call__(self, module, inputs, output):
         if not module.training:
             return None
         self.calls += 1
-        if self.calls >= self.after and (self.always or output.dtype == torch.bfloat16):
+        if self.calls >= self.after and (self.always or self.reduced):
             return output * float("nan")
         return None
+
+    @contextlib.contextmanager
+    def autocast(self, device: torch.device, precision: str):
+        self.reduced = precision != FLOAT32
+        with torch.autocast(device.type, enabled=False):
+            yield
 
 
 def _spoiled_unet(monkeypatch, hook: NaNOutput) -> None:
@@ -163,6 +173,7 @@ def _spoiled_unet(monkeypatch, hook: NaNOutput) -> None:
         return model
 
     monkeypatch.setattr(train, "build_unet", build)
+    monkeypatch.setattr(train, "autocast", hook.autocast)
 
 
 def test_a_non_finite_step_falls_back_to_float32_and_the_history_says_so(
