@@ -25,6 +25,7 @@ from defacing_assets.qc.render import render_views
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--study", default="demo_study")
+    parser.add_argument("--seed", type=int, default=0, help="the study's seed (registration)")
     args = parser.parse_args()
     study = Path(args.study)
     detector = FaceDetector()
@@ -41,7 +42,7 @@ def main() -> None:
         defaced = load_volume(folder / "image.nii.gz")
         truth = all(regions_removed(original, kept, truth_marks, "MR").values())
         if subject not in carried_cache:
-            carried_cache[subject] = landmarks_from_template(original)
+            carried_cache[subject] = landmarks_from_template(original, args.seed)
         started = time.perf_counter()
         views = render_views(defaced, "MR")
         face = any(d.face_detected for d in detector.detect_views(views).values())

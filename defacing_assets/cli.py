@@ -146,7 +146,7 @@ def _cmd_deface(args: argparse.Namespace) -> int:
         return _fail(error)
     if labels is not None and not defacer.uses_labels:
         print(f"note: {args.method} does not use labels; --labels ignored", file=sys.stderr)
-    result = defacer.deface(volume, args.modality, labels)
+    result = defacer.seeded(args.seed).deface(volume, args.modality, labels)
     if result.status != "ok":
         print(f"{args.method} {result.status}: {result.reason}", file=sys.stderr)
         return 1
@@ -222,7 +222,7 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         scan = Scan(Path(args.original).parent.name, original, None, args.modality, landmarks)
         kept = defaced.with_array((defaced.array == original.array).astype(np.uint8))
         result = DefacingResult(defaced, kept, "ok", "", "", "", "", 0.0)
-        verdict = assess(scan, result, "given")
+        verdict = assess(scan, result, "given", seed=args.seed)
     if args.render:
         try:
             Path(args.render).parent.mkdir(parents=True, exist_ok=True)
@@ -284,6 +284,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+SEED_HELP = (
+    "the study's seed for the template registration's random sampling "
+    "(same scan and seed: same output bytes)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="defacing-assets",
@@ -320,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="OAR labels to protect (hnc_safe): a label map on the image grid, or a subject folder",
     )
     deface.add_argument("--modality", choices=["MR", "CT"], default="MR")
+    deface.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     deface.add_argument("--study", default=None, help="study folder holding defacers.yaml")
     deface.set_defaults(run=_cmd_deface)
 
@@ -327,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     qc.add_argument("input", help="the defaced scan")
     qc.add_argument("--original", default=None, help="the scan before defacing")
     qc.add_argument("--modality", choices=["MR", "CT"], default="MR")
+    qc.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     qc.add_argument("--json", action="store_true", help="print one JSON object")
     qc.add_argument("--render", default=None, help="write the five renders as one PNG")
     qc.set_defaults(run=_cmd_qc)

@@ -31,7 +31,8 @@ def defaced_scans(context: AssetExecutionContext, study: StudyConfig, raw_scans:
     registered = study.defacers().get(method)
     if registered is None:
         raise KeyError(f"defacer {method!r} is no longer registered")
-    result = registered.defacer.deface(raw_scans.image, raw_scans.modality, raw_scans.labels)
+    defacer = registered.defacer.seeded(study.seed)
+    result = defacer.deface(raw_scans.image, raw_scans.modality, raw_scans.labels)
     if result.status != "ok":
         context.log.warning(f"{method} on {raw_scans.subject_id}: {result.status}: {result.reason}")
     metadata = {
@@ -42,6 +43,7 @@ def defaced_scans(context: AssetExecutionContext, study: StudyConfig, raw_scans:
         },
         "seconds": result.seconds,
         "source": registered.source,
+        "seed": study.seed,
         **result.details,
         "percent_voxels_changed": round(100 * result.changed_fraction, 3)
         if result.status == "ok"

@@ -89,7 +89,7 @@ def qc_labels(
     """Face still there? Detectors on five renders plus the eyes/nose/mouth regions."""
     subject, method = _keys(context)
     overrides = load_overrides(Path(study.study_dir) / OVERRIDES_FILE)  # a bad file fails first
-    verdict = assess(raw_scans, defaced_scans, method)
+    verdict = assess(raw_scans, defaced_scans, method, seed=study.seed)
     table = pd.DataFrame([verdict.row()], columns=QC_COLUMNS)
     table = apply_overrides(
         table, overrides[(overrides["subject"] == subject) & (overrides["defacer"] == method)]
@@ -99,6 +99,7 @@ def qc_labels(
         "passed": bool(row["passed"]),
         "manual": bool(row["manual"]),
         "reason": verdict.reason,
+        "seed": study.seed,
         "face_detected": verdict.face_detected,
         "eyes_removed": MetadataValue.text(str(verdict.eyes_removed)),
         "nose_removed": MetadataValue.text(str(verdict.nose_removed)),

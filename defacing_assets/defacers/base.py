@@ -8,6 +8,7 @@ every tool.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -76,6 +77,15 @@ class Defacer(ABC):
     """False only for the identity; any other method that changes nothing is warned about."""
     uses_labels: bool = False
     """True for methods that protect the OARs: :meth:`compute` then also gets ``labels``."""
+    seed: int = 0
+    """Seeds every random choice the method makes (the study's seed; see :meth:`seeded`)."""
+
+    def seeded(self, seed: int) -> Defacer:
+        """This method with its random choices drawn from ``seed``: the same scan and seed
+        give the same bytes. A copy, so the registry's instance stays as it was."""
+        clone = copy.copy(self)
+        clone.seed = seed
+        return clone
 
     def version(self) -> str:
         return "unknown"

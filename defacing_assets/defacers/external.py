@@ -58,7 +58,7 @@ from defacing_assets.imaging.errors import InvalidScanError
 from defacing_assets.imaging.io import load_volume, volume_to_bytes
 from defacing_assets.imaging.volume import AFFINE_TOLERANCE_MM, Volume
 
-RUN_PLACEHOLDERS = ("input", "output", "mask", "workdir")
+RUN_PLACEHOLDERS = ("input", "output", "mask", "workdir", "seed")
 """Placeholders every command may use; the values are paths inside the work folder."""
 
 INPUT_FORMATS = ("nii.gz", "nii")
@@ -112,8 +112,9 @@ class ToolSpec:
     Attributes:
         name: registry name.
         command: template string (split like a shell would, then each word filled in)
-            or list of words, using ``{input}``, ``{output}``, ``{mask}``, ``{workdir}``
-            and the keys of ``params``; ``{{``/``}}`` are literal braces.
+            or list of words, using ``{input}``, ``{output}``, ``{mask}``, ``{workdir}``,
+            ``{seed}`` (the study's seed, for tools that draw at random) and the keys of
+            ``params``; ``{{``/``}}`` are literal braces.
         executable: program whose presence on PATH decides availability; default the
             command's first word. May use ``params`` placeholders.
         outputs: where the defaced image appears: patterns relative to the work folder
@@ -468,6 +469,7 @@ class CommandLineDefacer(Defacer):
             "output": os.path.join(workdir, "output.nii.gz"),
             "mask": os.path.join(workdir, "mask.nii.gz"),
             "workdir": workdir,
+            "seed": str(self.seed),
             **self._params(),
         }
 

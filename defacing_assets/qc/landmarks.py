@@ -25,8 +25,9 @@ REGIONS = {"eyes": ("eye_left", "eye_right"), "nose": ("nose_tip",), "mouth": ("
 _LPS = np.array([-1.0, -1.0, 1.0])
 
 
-def landmarks_from_template(volume: Volume, seed: int = 0) -> dict[str, list[float]]:
-    """The template's face landmarks carried into the scan (world mm, RAS)."""
+def landmarks_from_template(volume: Volume, seed: int) -> dict[str, list[float]]:
+    """The template's face landmarks carried into the scan (world mm, RAS); ``seed`` is the
+    study's, for the registration's sampling."""
     from defacing_assets.defacers.pydeface import register_template
 
     image = to_sitk(volume.with_array(volume.array.astype(np.float32)))

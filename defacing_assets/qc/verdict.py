@@ -101,8 +101,10 @@ def assess(
     method: str,
     detector: FaceDetector | None = None,
     landmarks: dict[str, list[float]] | None = None,
+    seed: int = 0,
 ) -> QcVerdict:
-    """QC of one defaced scan against its original."""
+    """QC of one defaced scan against its original; ``seed`` (the study's) drives the
+    template registration that places the landmarks when none are given or known."""
     detector = detector or FaceDetector()
     original_surfaces = render_surface(scan.image, scan.modality)
     original_views = {name: view.image for name, view in original_surfaces.items()}
@@ -134,7 +136,7 @@ def assess(
     if landmarks is None and scan.landmarks is not None:
         landmarks, source = scan.landmarks, "ground truth"
     elif landmarks is None:
-        landmarks, source = landmarks_from_template(scan.image), "template registration"
+        landmarks, source = landmarks_from_template(scan.image, seed), "template registration"
     else:
         source = "given"
     regions = regions_removed(scan.image, result.kept_mask, landmarks, scan.modality)

@@ -12,7 +12,7 @@ def subject():
 
 
 def test_template_landmarks_carried_into_a_subject_land_near_the_truth(subject):
-    carried = landmarks_from_template(subject.image)
+    carried = landmarks_from_template(subject.image, seed=0)
     for name, truth in subject.landmarks.items():
         assert np.linalg.norm(np.array(carried[name]) - truth) < 8.0, name
 
