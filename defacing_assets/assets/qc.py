@@ -24,6 +24,7 @@ from defacing_assets.assets.metadata import png_metadata
 from defacing_assets.cohort.scan import Scan
 from defacing_assets.defacers.base import DefacingResult
 from defacing_assets.evaluation.cohort import select_cohort
+from defacing_assets.evaluation.reidentification import rank1_reidentification
 from defacing_assets.evaluation.voxel_loss import figure2, table1
 from defacing_assets.evaluation.voxels import VOXEL_RATIO_COLUMNS
 from defacing_assets.evaluation.voxels import voxel_ratios as count_voxel_ratios
@@ -243,6 +244,7 @@ def voxel_loss(
     qc = _verdicts(study, qc_labels)
     methods = sorted(set(qc["defacer"]) - {"original"})
     table = table1(ratios, qc, methods)
+    reidentification = rank1_reidentification(qc)
     png = figure2(ratios, qc, methods)
     figure_path = Path(study.study_dir) / "figures" / "figure2.png"
     figure_path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,6 +253,7 @@ def voxel_loss(
         table.astype(str).reset_index(),
         metadata={
             "table1": MetadataValue.md(table.to_markdown()),
+            "reidentification": MetadataValue.md(reidentification.to_markdown(index=False)),
             "figure2": png_metadata(png, "Figure 2"),
             "figure2_path": MetadataValue.path(str(figure_path)),
         },

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from defacing_assets.evaluation.reidentification import rank1_reidentification
 from defacing_assets.evaluation.scores import failed_models
 from defacing_assets.evaluation.tables import (
     BASELINE,
@@ -102,11 +103,13 @@ def original_model_on_defaced(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def qc_summary(qc: pd.DataFrame, voxel_ratios: pd.DataFrame) -> pd.DataFrame:
-    """Per method: QC passes, face detections per view, identity distance, facial surface
-    kept, and the smallest OAR kept-voxel ratio: privacy and anatomy side by side."""
+    """Per method: QC passes, face detections per view, identity distance, rank-1
+    re-identification, facial surface kept, and the smallest OAR kept-voxel ratio: privacy
+    and anatomy side by side."""
     if qc.empty:
         return pd.DataFrame()
     ok = qc[qc["status"] == "ok"]
+    reidentified = rank1_reidentification(qc).set_index("defacer")
     rows = []
     for method, group in qc.groupby("defacer"):
         done = ok[ok["defacer"] == method]
@@ -123,6 +126,7 @@ def qc_summary(qc: pd.DataFrame, voxel_ratios: pd.DataFrame) -> pd.DataFrame:
                 for view in VIEWS
             },
             "identity distance": done["identity_distance"].mean(),
+            "re-identified (rank 1)": _reidentified(reidentified, method),
         }
         for column, name in (
             ("face_surface_kept", "facial surface kept"),
@@ -136,6 +140,14 @@ def qc_summary(qc: pd.DataFrame, voxel_ratios: pd.DataFrame) -> pd.DataFrame:
         row["OARs fully kept"] = f"{(ratios['ratio'] == 1.0).mean():.0%}" if len(ratios) else "-"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _reidentified(table: pd.DataFrame, method: str) -> str:
+    if method not in table.index or not table.loc[method, "probes"]:
+        return "-"
+    row = table.loc[method]
+    hits, probes = int(row["reidentified"]), int(row["probes"])
+    return f"{hits}/{probes} = {row['rate']:.0%} (chance {row['chance']:.0%})"
 
 
 def main_effects(voxel_ratios: pd.DataFrame, metrics: pd.DataFrame) -> list[str]:
@@ -252,9 +264,10 @@ def render_html(inputs: ReportInputs) -> str:
         "<h2>Cohort and face QC</h2>",
         f"<p>{len(inputs.cohort)} usable subjects. Per method: QC passes, how often a face "
         "detector still finds a face in each render view, the identity distance to the "
-        "original face, how much of the original frontal facial surface is still in place "
-        "(within 1.5 mm) and the correlation of the frontal depth maps, beside the smallest "
-        "kept-voxel ratio of any OAR.</p>",
+        "original face, how many defaced frontal renders a face-recognition embedding matches "
+        "back to their own subject among all originals (rank 1), how much of the original "
+        "frontal facial surface is still in place (within 1.5 mm) and the correlation of the "
+        "frontal depth maps, beside the smallest kept-voxel ratio of any OAR.</p>",
         _table(inputs.qc_summary, index=False),
         *[_image(png, caption) for caption, png in inputs.renders.items()],
         "<h2>Table 1: OARs completely removed after successful defacing</h2>",

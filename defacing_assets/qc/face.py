@@ -56,6 +56,15 @@ Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
+class Identity:
+    distance: float
+    """Euclidean distance of the two descriptors."""
+    descriptor: np.ndarray
+    """The defaced render's 128-d descriptor at the original's face: the probe that
+    re-identification matches against every subject's original."""
+
+
+@dataclass(frozen=True)
 class DlibFace:
     box: Box
     score: float
@@ -262,33 +271,49 @@ class FaceDetector:
     def detect_views(self, images: dict[str, np.ndarray]) -> dict[str, ViewDetection]:
         return {name: self.detect(image) for name, image in images.items()}
 
-    def embedding(self, image: np.ndarray) -> np.ndarray | None:
-        """128-d descriptor of the largest accepted face (68 landmarks align it); None if none."""
+    def face_landmarks(self, image: np.ndarray) -> Any | None:
+        """dlib's 68 landmarks of the largest accepted face; None if no face is accepted."""
         import dlib
 
         gray = _as_gray(image)
-        detection = self.detect(gray)
-        accepted = [face for face in detection.dlib_faces if face.accepted]
+        accepted = [face for face in self.detect(gray).dlib_faces if face.accepted]
         if not accepted:
             return None
         left, top, right, bottom = max(
             accepted, key=lambda face: (face.box[2] - face.box[0]) * (face.box[3] - face.box[1])
         ).box
-        models = _recognition()
-        shape = models.shape_predictor(gray, dlib.rectangle(left, top, right, bottom))
+        return _recognition().shape_predictor(gray, dlib.rectangle(left, top, right, bottom))
+
+    def descriptor(self, image: np.ndarray, landmarks: Any) -> np.ndarray:
+        """128-d descriptor of the face chip that ``landmarks`` align, whatever the image
+        shows there: at an original's landmarks it describes what a defaced render leaves
+        of that face, even where no detector finds one."""
+        gray = _as_gray(image)
         rgb = np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-        return np.asarray(models.network.compute_face_descriptor(rgb, shape), dtype=np.float64)
+        return np.asarray(
+            _recognition().network.compute_face_descriptor(rgb, landmarks), dtype=np.float64
+        )
+
+    def embedding(self, image: np.ndarray) -> np.ndarray | None:
+        """128-d descriptor of the largest accepted face; None if none."""
+        landmarks = self.face_landmarks(image)
+        return None if landmarks is None else self.descriptor(image, landmarks)
+
+    def identity(self, original_image: np.ndarray, defaced_image: np.ndarray) -> Identity | None:
+        """The defaced render's descriptor at the original's face (both images in the same
+        pixel frame: :meth:`RenderedView.image_in_frame_of`) and its distance to the
+        original's. None only when the original shows no face."""
+        landmarks = self.face_landmarks(original_image)
+        if landmarks is None:
+            return None
+        original = self.descriptor(original_image, landmarks)
+        defaced = self.descriptor(defaced_image, landmarks)
+        return Identity(float(np.linalg.norm(original - defaced)), defaced)
 
     def identity_distance(
         self, original_image: np.ndarray, defaced_image: np.ndarray
     ) -> float | None:
-        """Euclidean distance of the two embeddings: below :data:`SAME_PERSON_DISTANCE` the
-        defaced render would likely be matched to the original (re-identification risk).
-        None when either render shows no face."""
-        first = self.embedding(original_image)
-        if first is None:
-            return None
-        second = self.embedding(defaced_image)
-        if second is None:
-            return None
-        return float(np.linalg.norm(first - second))
+        """Distance of :meth:`identity`: below :data:`SAME_PERSON_DISTANCE` the defaced
+        render would likely be matched to the original (re-identification risk)."""
+        identity = self.identity(original_image, defaced_image)
+        return None if identity is None else identity.distance

@@ -88,6 +88,30 @@ class RenderedView:
         height = np.atleast_2d(np.asarray(points, dtype=float)) @ self.toward
         return np.stack([row, col, height], axis=1)
 
+    def pixel_world(self) -> np.ndarray:
+        """(rows, cols, 3) world points of every pixel on the view's plane (height 0)."""
+        rows, cols = self.image.shape
+        row_index, col_index = np.indices((rows, cols))
+        up = (rows - 1 - row_index)[..., None] * self.spacing_mm * self.up
+        right = col_index[..., None] * self.spacing_mm * self.right
+        return self.origin + right + up
+
+    def sample(self, values: np.ndarray, points: np.ndarray, outside: float) -> np.ndarray:
+        """A per-pixel array of this view (its image or heights) at world points, by the
+        nearest pixel; ``outside`` off the view."""
+        projected = self.project(points.reshape(-1, 3))
+        rows = np.round(projected[:, 0]).astype(int)
+        cols = np.round(projected[:, 1]).astype(int)
+        inside = (rows >= 0) & (rows < values.shape[0]) & (cols >= 0) & (cols < values.shape[1])
+        sampled = np.full(len(rows), outside, dtype=values.dtype)
+        sampled[inside] = values[rows[inside], cols[inside]]
+        return sampled.reshape(points.shape[:-1])
+
+    def image_in_frame_of(self, reference: RenderedView) -> np.ndarray:
+        """This view's picture on ``reference``'s pixels: renders of two scans of one grid
+        are cropped to each head, so a pixel of one is not the same place in the other."""
+        return self.sample(self.image, reference.pixel_world(), 0)
+
 
 @dataclass(frozen=True, eq=False)
 class SkinField:

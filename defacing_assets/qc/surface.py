@@ -33,26 +33,6 @@ class FacialSurface:
     """Face-region pixels with skin on the original."""
 
 
-def _pixel_world(view: RenderedView) -> np.ndarray:
-    """(rows, cols, 3) world points of every pixel on the view's plane (height 0)."""
-    rows, cols = view.image.shape
-    row_index, col_index = np.indices((rows, cols))
-    up = (rows - 1 - row_index)[..., None] * view.spacing_mm * view.up
-    right = col_index[..., None] * view.spacing_mm * view.right
-    return view.origin + right + up
-
-
-def _sample(view: RenderedView, points: np.ndarray) -> np.ndarray:
-    """The view's height at world points (nearest pixel; NaN off the image)."""
-    projected = view.project(points.reshape(-1, 3))
-    rows = np.round(projected[:, 0]).astype(int)
-    cols = np.round(projected[:, 1]).astype(int)
-    inside = (rows >= 0) & (rows < view.image.shape[0]) & (cols >= 0) & (cols < view.image.shape[1])
-    heights = np.full(len(rows), np.nan, dtype=np.float32)
-    heights[inside] = view.height_mm[rows[inside], cols[inside]]
-    return heights.reshape(points.shape[:-1])
-
-
 def face_box(view: RenderedView, landmarks: dict[str, list[float]]) -> np.ndarray:
     """bool (rows, cols): the landmarks' bounding box on the view, grown by the margin."""
     projected = view.project(np.array(list(landmarks.values()), dtype=float))
@@ -74,7 +54,7 @@ def facial_surface(
     if pixels == 0:
         return FacialSurface(float("nan"), float("nan"), 0)
     before = original.height_mm[region]
-    after = _sample(defaced, _pixel_world(original)[region])
+    after = defaced.sample(defaced.height_mm, original.pixel_world()[region], np.nan)
     moved = np.abs(after - before)
     kept = float(np.mean(np.where(np.isfinite(moved), moved <= SURFACE_TOLERANCE_MM, False)))
     both = np.isfinite(after)

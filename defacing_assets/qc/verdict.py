@@ -32,6 +32,7 @@ QC_COLUMNS = [
     "nose_removed",
     "mouth_removed",
     "identity_distance",
+    "face_descriptor",
     "face_surface_kept",
     "face_depth_correlation",
     "original_face_detected",
@@ -63,6 +64,9 @@ class QcVerdict:
     face_surface_kept: float | None = None
     """Share of the original frontal facial surface still in place (see :mod:`surface`)."""
     face_depth_correlation: float | None = None
+    face_descriptor: list[float] | None = None
+    """The defaced frontal render's 128-d descriptor at the original's face (the
+    re-identification probe); None when the original shows no face."""
     renders: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -74,6 +78,9 @@ class QcVerdict:
         values = {k: v for k, v in asdict(self).items() if k not in ("renders", "views")}
         values["reliable"] = self.reliable
         values["views"] = json.dumps(self.views, sort_keys=True)
+        values["face_descriptor"] = (
+            None if self.face_descriptor is None else json.dumps(self.face_descriptor)
+        )
         values["views_with_face"] = ",".join(n for n, v in self.views.items() if v["face_detected"])
         return {column: values[column] for column in QC_COLUMNS}
 
@@ -140,7 +147,10 @@ def assess(
     else:
         source = "given"
     regions = regions_removed(scan.image, result.kept_mask, landmarks, scan.modality)
-    identity = detector.identity_distance(original_views["frontal"], views["frontal"])
+    identity = detector.identity(
+        original_views["frontal"],
+        surfaces["frontal"].image_in_frame_of(original_surfaces["frontal"]),
+    )
     surface = facial_surface(original_surfaces["frontal"], surfaces["frontal"], landmarks)
     passed = not face and all(regions.values())
     reasons = (
@@ -156,7 +166,8 @@ def assess(
         eyes_removed=regions["eyes"],
         nose_removed=regions["nose"],
         mouth_removed=regions["mouth"],
-        identity_distance=identity,
+        identity_distance=None if identity is None else identity.distance,
+        face_descriptor=None if identity is None else identity.descriptor.round(6).tolist(),
         passed=passed,
         reason="; ".join(reasons) or "face removed",
         landmark_source=source,
