@@ -26,8 +26,10 @@ RUN := PATH="$(abspath $(BIN)):$$PATH"
 demo: install
 	$(RUN) $(BIN)/defacing-assets demo --study $(STUDY) --profile $(PROFILE)
 
+# Two pytest workers, a test file each at a time (module fixtures are built once).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check defacing_assets defacing_assets_tests benchmarks
