@@ -20,7 +20,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from itertools import combinations
@@ -30,7 +29,11 @@ import pandas as pd
 
 from defacing_assets.cohort.synthetic import generate_subject
 from defacing_assets.defacers.registry import registry
-from defacing_assets.evaluation.reidentification import rank1_reidentification
+from defacing_assets.evaluation.reidentification import (
+    descriptors,
+    rank1_reidentification,
+    rate_text,
+)
 from defacing_assets.qc.face import FaceDetector
 from defacing_assets.qc.verdict import assess
 
@@ -39,9 +42,10 @@ def _subject_rows(job: tuple[int, int, str, list[str]]) -> list[dict]:
     index, seed, profile, methods = job
     scan, _ = generate_subject(f"P{index:03d}", index, seed, profile)
     detector = FaceDetector()
+    known = registry()
     rows = []
     for method in methods:
-        defacer = registry()[method].defacer.seeded(seed)
+        defacer = known[method].defacer.seeded(seed)
         started = time.perf_counter()
         result = defacer.deface(scan.image, scan.modality, scan.labels)
         seconds = time.perf_counter() - started
@@ -55,9 +59,8 @@ def _subject_rows(job: tuple[int, int, str, list[str]]) -> list[dict]:
 
 
 def _between_subjects(qc: pd.DataFrame) -> np.ndarray:
-    originals = qc[(qc["defacer"] == "original") & qc["face_descriptor"].notna()]
-    descriptors = [np.asarray(json.loads(text)) for text in originals["face_descriptor"]]
-    return np.array([np.linalg.norm(a - b) for a, b in combinations(descriptors, 2)])
+    originals = descriptors(qc[qc["defacer"] == "original"]).values()
+    return np.array([np.linalg.norm(a - b) for a, b in combinations(originals, 2)])
 
 
 def main() -> None:
@@ -99,12 +102,7 @@ def main() -> None:
                     for feature in ("eyes", "nose", "mouth")
                 },
                 "OAR voxels changed": int(rows["oar_voxels_changed"].sum()),
-                "re-identified (rank 1)": (
-                    f"{int(rates.loc[method, 'reidentified'])}/{int(rates.loc[method, 'probes'])}"
-                    f" (chance {rates.loc[method, 'chance']:.1%})"
-                    if method in rates.index
-                    else "-"
-                ),
+                "re-identified (rank 1)": rate_text(rates, method),
                 "median identity distance": round(float(rows["identity_distance"].median()), 3),
                 "s per subject": round(float(rows["seconds"].mean()), 1),
             }

@@ -20,7 +20,8 @@ REFERENCE_METHOD = "original"
 REIDENTIFICATION_COLUMNS = ["defacer", "probes", "reidentified", "rate", "chance"]
 
 
-def _descriptors(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+def descriptors(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Subject -> face descriptor, for the QC rows that have one."""
     usable = rows[rows["face_descriptor"].notna()]
     return {
         str(subject): np.asarray(json.loads(text), dtype=float)
@@ -35,14 +36,14 @@ def rank1_reidentification(qc: pd.DataFrame) -> pd.DataFrame:
     if qc.empty or "face_descriptor" not in qc:
         return pd.DataFrame(columns=REIDENTIFICATION_COLUMNS)
     ok = qc[qc["status"] == "ok"]
-    gallery = _descriptors(ok[ok["defacer"] == REFERENCE_METHOD])
+    gallery = descriptors(ok[ok["defacer"] == REFERENCE_METHOD])
     if not gallery:
         return pd.DataFrame(columns=REIDENTIFICATION_COLUMNS)
     names = sorted(gallery)
     matrix = np.stack([gallery[name] for name in names])
     rows = []
     for method, group in ok.groupby("defacer"):
-        probes = {s: d for s, d in _descriptors(group).items() if s in gallery}
+        probes = {s: d for s, d in descriptors(group).items() if s in gallery}
         hits = sum(
             names[int(np.argmin(np.linalg.norm(matrix - probe, axis=1)))] == subject
             for subject, probe in probes.items()
@@ -57,3 +58,13 @@ def rank1_reidentification(qc: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=REIDENTIFICATION_COLUMNS)
+
+
+def rate_text(table: pd.DataFrame, method: str) -> str:
+    """One method's row of :func:`rank1_reidentification` (indexed by defacer) as
+    "hits/probes = rate (chance c)"; "-" when it has no probes."""
+    if method not in table.index or not table.loc[method, "probes"]:
+        return "-"
+    row = table.loc[method]
+    hits, probes = int(row["reidentified"]), int(row["probes"])
+    return f"{hits}/{probes} = {row['rate']:.0%} (chance {row['chance']:.0%})"

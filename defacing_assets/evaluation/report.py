@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from defacing_assets.evaluation.reidentification import rank1_reidentification
+from defacing_assets.evaluation.reidentification import rank1_reidentification, rate_text
 from defacing_assets.evaluation.scores import failed_models
 from defacing_assets.evaluation.tables import (
     BASELINE,
@@ -126,7 +126,7 @@ def qc_summary(qc: pd.DataFrame, voxel_ratios: pd.DataFrame) -> pd.DataFrame:
                 for view in VIEWS
             },
             "identity distance": done["identity_distance"].mean(),
-            "re-identified (rank 1)": _reidentified(reidentified, method),
+            "re-identified (rank 1)": rate_text(reidentified, method),
         }
         for column, name in (
             ("face_surface_kept", "facial surface kept"),
@@ -140,14 +140,6 @@ def qc_summary(qc: pd.DataFrame, voxel_ratios: pd.DataFrame) -> pd.DataFrame:
         row["OARs fully kept"] = f"{(ratios['ratio'] == 1.0).mean():.0%}" if len(ratios) else "-"
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _reidentified(table: pd.DataFrame, method: str) -> str:
-    if method not in table.index or not table.loc[method, "probes"]:
-        return "-"
-    row = table.loc[method]
-    hits, probes = int(row["reidentified"]), int(row["probes"])
-    return f"{hits}/{probes} = {row['rate']:.0%} (chance {row['chance']:.0%})"
 
 
 def main_effects(voxel_ratios: pd.DataFrame, metrics: pd.DataFrame) -> list[str]:
