@@ -91,7 +91,7 @@ def test_identity_is_measured_at_the_original_face_even_where_no_face_is_found(
 ) -> None:
     """The defaced render is described at the original's landmarks, in the original's pixel
     frame: a method that hides the face from the detector still gets a distance (measured:
-    0.60 for pydeface on its template, against 0.09 for 3 % noise on a synthetic head)."""
+    0.60 for pydeface on its template)."""
     original = render_surface(template, "MR", views=("frontal",))["frontal"]
     defaced = render_surface(defaced_template, "MR", views=("frontal",))
     in_frame = defaced["frontal"].image_in_frame_of(original)
