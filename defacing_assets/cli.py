@@ -16,7 +16,15 @@ from defacing_assets.workers import quiet_warnings
 def _cmd_synth(args: argparse.Namespace) -> int:
     from defacing_assets.cohort.synthetic import write_cohort
 
-    ids = write_cohort(args.out, args.subjects, args.seed, args.profile, args.modality, args.prefix)
+    ids = write_cohort(
+        args.out,
+        args.subjects,
+        args.seed,
+        args.profile,
+        args.modality,
+        args.prefix,
+        args.short_fov_share,
+    )
     print(f"wrote {len(ids)} {args.modality} subjects ({args.profile} profile) to {args.out}")
     return 0
 
@@ -305,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--profile", choices=list(PROFILES), default="demo")
     synth.add_argument("--modality", choices=["MR", "CT"], default="MR")
     synth.add_argument("--prefix", default="SYN", help="subject id prefix")
+    synth.add_argument(
+        "--short-fov-share",
+        type=float,
+        default=0.0,
+        help="share of subjects whose field of view ends at the mouth or the nose (no neck)",
+    )
     synth.set_defaults(run=_cmd_synth)
 
     validate = commands.add_parser("validate", help="check every subject in a data folder")

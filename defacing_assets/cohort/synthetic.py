@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 from upath import UPath
 
+from defacing_assets.cohort.face_shape import draw_face_shape, face_displacement, reshaped_source
 from defacing_assets.cohort.labels import OAR_LABELS
 from defacing_assets.cohort.phantom import MIDLINE_I, NECK_MM, HeadPhantom, head_phantom
 from defacing_assets.cohort.scan import Modality, Scan
@@ -87,6 +88,13 @@ SOFT_TISSUE = 230.0
 """Soft-tissue level of the phantom's MR scale."""
 MR_OUTPUT_SCALE = 400.0 / SOFT_TISSUE
 """Written MR images have soft tissue near 400 (int16)."""
+POSE_SD_DEG = 5.0
+MAX_POSE_DEG = 15.0
+"""Head pose (pitch, yaw, roll): normal with this spread, cut at 15 degrees."""
+NECK_FOV_BOTTOM_K = (-105.0, -65.0)
+"""How much neck: the lowest slice, template index (the level III nodes end near -55)."""
+SHORT_FOV_BOTTOM_K = {"mouth": (24.0, 30.0), "nose": (44.0, 48.0)}
+"""Fields of view ending just under the lower lip or the nose (no neck OARs there)."""
 ELASTIC_GRID_MM = 25.0
 ELASTIC_SD_MM = 2.0
 _SHAPE_GRID = 24
@@ -101,7 +109,22 @@ def _rotation(degrees: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _draw_parameters(rng: np.random.Generator, modality: Modality) -> dict:
+def _field_of_view(rng: np.random.Generator, short_fov_share: float) -> tuple[str, float]:
+    """Where the field of view ends below: somewhere in the lower neck, or (for a share of
+    subjects) just under the mouth or the nose, as on a brain scan. Both numbers are always
+    drawn, so the share changes no other subject parameter."""
+    roll, position = rng.uniform(size=2)
+    if roll < short_fov_share / 2:
+        low, high = SHORT_FOV_BOTTOM_K["nose"]
+        return "nose", round(float(low + position * (high - low)), 2)
+    if roll < short_fov_share:
+        low, high = SHORT_FOV_BOTTOM_K["mouth"]
+        return "mouth", round(float(low + position * (high - low)), 2)
+    low, high = NECK_FOV_BOTTOM_K
+    return "neck", round(float(low + position * (high - low)), 2)
+
+
+def _draw_parameters(rng: np.random.Generator, modality: Modality, short_fov_share: float) -> dict:
     """Every random choice for one subject, as plain numbers (written to subject.json)."""
     oars = {}
     for name in _PAINT_ORDER:
@@ -114,10 +137,14 @@ def _draw_parameters(rng: np.random.Generator, modality: Modality) -> dict:
             "intensity_factor": round(float(rng.uniform(0.9, 1.1)), 4),
             "shape_seed": int(rng.integers(2**31)),
         }
+    fov_kind, fov_bottom_k = _field_of_view(rng, short_fov_share)
     return {
         "modality": modality,
-        "scales": rng.uniform(0.9, 1.1, 3).round(4).tolist(),
-        "rotation_deg": rng.uniform(-6, 6, 3).round(3).tolist(),
+        "face": draw_face_shape(rng),
+        "scales": rng.uniform(0.88, 1.12, 3).round(4).tolist(),
+        "rotation_deg": np.clip(rng.normal(0, POSE_SD_DEG, 3), -MAX_POSE_DEG, MAX_POSE_DEG)
+        .round(3)
+        .tolist(),
         "translation_mm": rng.uniform(-6, 6, 3).round(3).tolist(),
         "elastic_seed": int(rng.integers(2**31)),
         "contrast_gamma": round(float(rng.uniform(0.85, 1.15)), 4),
@@ -125,8 +152,9 @@ def _draw_parameters(rng: np.random.Generator, modality: Modality) -> dict:
         "noise_fraction": round(float(rng.uniform(0.015, 0.03)), 4),
         "noise_seed": int(rng.integers(2**31)),
         "fov_half_width_vox": round(float(rng.uniform(95, 100)), 2),
-        "fov_bottom_k": round(float(-95 + rng.uniform(-5, 5)), 2),
-        "fov_top_k": round(float(rng.uniform(112, 140)), 2),
+        "fov_kind": fov_kind,
+        "fov_bottom_k": fov_bottom_k,
+        "fov_top_k": round(float(rng.uniform(112, 150)), 2),
         "oars": oars,
     }
 
@@ -253,11 +281,15 @@ def generate_subject(
     seed: int,
     profile: str = "demo",
     modality: Modality = "MR",
+    short_fov_share: float = 0.0,
 ) -> tuple[Scan, dict]:
-    """One synthetic subject and the parameters that produced it."""
+    """One synthetic subject and the parameters that produced it; ``short_fov_share`` of
+    subjects have a field of view that ends at the mouth or the nose (no neck)."""
+    if not 0.0 <= short_fov_share <= 1.0:
+        raise ValueError(f"short_fov_share must be within 0..1, got {short_fov_share}")
     spacing = get_profile(profile).spacing
     rng = np.random.default_rng([seed, index])
-    params = _draw_parameters(rng, modality)
+    params = _draw_parameters(rng, modality, short_fov_share)
     phantom = head_phantom(modality)
 
     intensity = phantom.intensity.copy()
@@ -290,7 +322,9 @@ def generate_subject(
         voxels = np.stack(np.broadcast_arrays(ii[..., None], jj[..., None], kk[None, None, :]), -1)
         points = grid.voxel_to_world(voxels.reshape(-1, 3))
         moved = points + elastic(points)
-        source = (moved @ to_phantom_index[:3, :3].T + to_phantom_index[:3, 3]).T
+        source = reshaped_source(
+            moved @ to_phantom_index[:3, :3].T + to_phantom_index[:3, 3], params["face"], phantom
+        ).T
         out_shape = (grid.shape[0], grid.shape[1], k1 - k0)
         image[:, :, k0:k1] = ndimage.map_coordinates(
             intensity, source, order=1, mode="constant", cval=background
@@ -311,7 +345,7 @@ def generate_subject(
         image += noise_rng.normal(0, 10.0, image.shape).astype(np.float32)
         stored = np.clip(np.round(image), -1024, 3071).astype(np.int16)
 
-    landmarks = _landmarks_in_subject(phantom, transform, elastic)
+    landmarks = _landmarks_in_subject(phantom, params["face"], transform, elastic)
     scan = Scan(
         subject_id=subject_id,
         image=Volume(stored, grid.affine),
@@ -332,9 +366,10 @@ def _to_subject(template_world: np.ndarray, transform: np.ndarray, elastic) -> n
     return point
 
 
-def _landmarks_in_subject(phantom: HeadPhantom, transform: np.ndarray, elastic) -> dict:
+def _landmarks_in_subject(phantom: HeadPhantom, face: dict, transform: np.ndarray, elastic) -> dict:
     landmarks = {}
     for name, index in phantom.landmarks_index.items():
+        index = index + face_displacement(index[None], face, phantom)[0]
         template_world = phantom.affine[:3, :3] @ index + phantom.affine[:3, 3]
         point = _to_subject(template_world, transform, elastic)
         landmarks[name] = [round(float(v), 3) for v in point]
@@ -362,6 +397,7 @@ def write_cohort(
     profile: str = "demo",
     modality: Modality = "MR",
     prefix: str = "SYN",
+    short_fov_share: float = 0.0,
 ) -> list[str]:
     """Generate ``n_subjects`` subjects into ``out/<id>/``; returns the ids."""
     if n_subjects < 1:
@@ -371,7 +407,7 @@ def write_cohort(
     ids = []
     for index in range(n_subjects):
         subject_id = f"{prefix}{index + 1:03d}"
-        scan, params = generate_subject(subject_id, index, seed, profile, modality)
+        scan, params = generate_subject(subject_id, index, seed, profile, modality, short_fov_share)
         write_subject(scan, params, UPath(out) / subject_id)
         ids.append(subject_id)
     return ids

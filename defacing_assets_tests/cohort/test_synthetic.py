@@ -4,9 +4,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from defacing_assets.cohort.face_shape import FEATURES, face_displacement
 from defacing_assets.cohort.phantom import NECK_MM, head_phantom
 from defacing_assets.cohort.sources import discover_subjects, read_scan
-from defacing_assets.cohort.synthetic import OAR_SPECS, generate_subject, write_cohort
+from defacing_assets.cohort.synthetic import (
+    OAR_SPECS,
+    _draw_parameters,
+    generate_subject,
+    write_cohort,
+)
 from defacing_assets.profiles import get_profile
 
 SLACK = 0.10
@@ -115,3 +121,45 @@ def test_ct_subject_has_hounsfield_values():
     assert np.count_nonzero(image > 700) > 100
     assert np.count_nonzero((image > -150) & (image < -60)) > 100
     assert scan.modality == "CT"
+
+
+def test_each_subject_has_its_own_face_recorded(ci_cohort):
+    faces = [
+        json.loads((ci_cohort / subject / "subject.json").read_text())["synthetic"]["parameters"][
+            "face"
+        ]
+        for subject in ("SYN001", "SYN002")
+    ]
+    assert set(faces[0]) == {*FEATURES, "forehead_slope"}
+    assert all(faces[0][name] != faces[1][name] for name in faces[0])
+
+
+def test_face_shapes_move_the_face_and_leave_deep_anatomy_in_place():
+    phantom = head_phantom("MR")
+    extreme = {name: parts[0].amplitude[1] for name, parts in FEATURES.items()}
+    extreme["forehead_slope"] = 0.12
+    nose_tip = phantom.landmarks_index["nose_tip"][None]
+    moved = face_displacement(nose_tip, extreme, phantom)[0]
+    assert moved[1] > 0.8 * extreme["nose_length_mm"]
+    oar_centres = np.array([spec.centre for spec in OAR_SPECS.values()], float) + [0, 0, NECK_MM]
+    # The parotids lie just under the skin behind the jaw and follow a wider jaw by < 1 mm.
+    assert np.abs(face_displacement(oar_centres, extreme, phantom)).max() < 1.0
+
+
+def test_a_short_field_of_view_ends_at_the_mouth_or_nose_and_changes_nothing_else():
+    short = [generate_subject("S", index, 9, "ci", short_fov_share=1.0) for index in range(2)]
+    full = [generate_subject("S", index, 9, "ci") for index in range(2)]
+    for (scan, params), (_, full_params) in zip(short, full, strict=True):
+        assert params["fov_kind"] in ("mouth", "nose") and full_params["fov_kind"] == "neck"
+        assert params["face"] == full_params["face"]
+        assert params["rotation_deg"] == full_params["rotation_deg"]
+        oars = set(np.unique(scan.labels.array)) - {0}
+        assert not oars & {5, 6}, "no level III nodes in a field of view without neck"
+        lowest = scan.image.voxel_to_world([[0, 0, 0]])[0, 2]
+        assert lowest > scan.landmarks["mouth"][2] - 40
+
+
+def test_head_pose_stays_within_15_degrees():
+    for index in range(20):
+        params = _draw_parameters(np.random.default_rng([1, index]), "MR", 0.0)
+        assert np.abs(params["rotation_deg"]).max() <= 15.0
