@@ -127,6 +127,27 @@ def read_dicom_subject(
     )
 
 
+def read_dicom_series(folder: str | Path, spacing_tolerance: float = _SPACING_TOLERANCE) -> Volume:
+    """The one image series in ``folder`` (no RTSTRUCT needed), as a float32 Volume.
+
+    ``spacing_tolerance``: how far (a fraction) gaps between slices may differ from their
+    median; raise it for headers that round positions (0.1 mm on 7 mm gaps is 1.4 %).
+
+    Raises:
+        InvalidScanError: when the folder holds no image series or more than one, or the
+            series cannot be read (see :func:`read_dicom_subject`).
+    """
+    folder = Path(folder)
+    series: dict[str, list[_Header]] = defaultdict(list)
+    for header in _dicom_headers(folder):
+        if _is_image(header.ds):
+            series[str(header.ds.SeriesInstanceUID)].append(header)
+    if len(series) != 1:
+        raise InvalidScanError(str(folder), f"holds {len(series)} image series; expected one")
+    ((series_uid, members),) = series.items()
+    return _read_series(folder, series_uid, members, spacing_tolerance)
+
+
 def _dicom_headers(folder: Path) -> Iterator[_Header]:
     """Every DICOM file under ``folder``, headers only; anything else is skipped."""
     for path in sorted(folder.rglob("*")):
@@ -213,7 +234,12 @@ def _referenced_series(rtstruct: _Header, series: Mapping[str, list[_Header]]) -
     )
 
 
-def _read_series(folder: Path, series_uid: str, members: list[_Header]) -> Volume:
+def _read_series(
+    folder: Path,
+    series_uid: str,
+    members: list[_Header],
+    spacing_tolerance: float = _SPACING_TOLERANCE,
+) -> Volume:
     """Read one series with SimpleITK, slices ordered along the slice normal."""
     first = members[0].ds
     if int(first.get("NumberOfFrames", 1) or 1) > 1:
@@ -245,7 +271,7 @@ def _read_series(folder: Path, series_uid: str, members: list[_Header]) -> Volum
     order = np.argsort(positions @ normal, kind="stable")
     positions = positions[order]
     files = [str(members[i].path) for i in order]
-    _check_stack(folder, series_uid, positions, normal)
+    _check_stack(folder, series_uid, positions, normal, spacing_tolerance)
 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
@@ -264,7 +290,13 @@ def _read_series(folder: Path, series_uid: str, members: list[_Header]) -> Volum
     return volume.with_array(volume.array.astype(np.float32))
 
 
-def _check_stack(folder: Path, series_uid: str, positions: np.ndarray, normal: np.ndarray) -> None:
+def _check_stack(
+    folder: Path,
+    series_uid: str,
+    positions: np.ndarray,
+    normal: np.ndarray,
+    spacing_tolerance: float = _SPACING_TOLERANCE,
+) -> None:
     """Refuse stacks SimpleITK would put on a wrong grid: repeats, gaps, tilted stacks."""
     if len(positions) < 2:
         return
@@ -276,7 +308,7 @@ def _check_stack(folder: Path, series_uid: str, positions: np.ndarray, normal: n
             "(multiple echoes, phases or duplicates)",
         )
     median = float(np.median(gaps))
-    if np.max(np.abs(gaps - median)) > _SPACING_TOLERANCE * median:
+    if np.max(np.abs(gaps - median)) > spacing_tolerance * median:
         raise InvalidScanError(
             str(folder),
             f"series {series_uid} has uneven slice gaps ({gaps.min():.3g} to "

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defacing_assets.cohort.dicom import read_dicom_subject
+from defacing_assets.cohort.dicom import read_dicom_series, read_dicom_subject
 from defacing_assets.cohort.labels import OAR_LABELS
 from defacing_assets.imaging.errors import InvalidScanError
 from defacing_assets.imaging.volume import Volume
@@ -234,3 +234,33 @@ def test_rtstruct_without_image_series_is_refused(tmp_path):
 def test_missing_folder_is_refused(tmp_path):
     with pytest.raises(InvalidScanError, match="is not a folder"):
         read_dicom_subject(tmp_path / "nowhere", "s")
+
+
+def test_series_alone_reads_without_an_rtstruct(tmp_path):
+    image, labels = _case(_affine(_rotation_z(20)))
+    write_dicom_case(tmp_path, image, labels, ROIS)
+    (tmp_path / "rtstruct.dcm").unlink()
+
+    volume = read_dicom_series(tmp_path)
+
+    assert volume.same_grid(image)
+    np.testing.assert_array_equal(volume.array, image.array)
+
+
+def test_series_alone_refuses_uneven_gaps_unless_told_how_uneven(tmp_path):
+    image, labels = _case(_affine(np.eye(3)))
+    write_dicom_case(tmp_path, image, labels, ROIS)
+    (tmp_path / "rtstruct.dcm").unlink()
+    slices = sorted((tmp_path / "series").iterdir())
+    slices[len(slices) // 2].unlink()  # one gap of 5 mm among 2.5 mm ones
+
+    with pytest.raises(InvalidScanError, match="uneven slice gaps"):
+        read_dicom_series(tmp_path)
+    assert read_dicom_series(tmp_path, spacing_tolerance=1.5).shape == (48, 40, 19)
+
+
+def test_series_alone_refuses_a_folder_without_one(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images")
+
+    with pytest.raises(InvalidScanError, match="holds 0 image series"):
+        read_dicom_series(tmp_path)
