@@ -8,9 +8,11 @@ method), defaces each with every method asked for (seeded), runs the QC that
 - the identity distance between different subjects' originals (median and range:
   real people measure about 0.6 with dlib's descriptor; lower means the cohort's
   faces are too alike for re-identification to mean much);
-- per method: faces found in any view, eyes / nose / mouth removed (ground-truth
-  landmarks), OAR voxels changed, rank-1 re-identification against all originals
-  beside chance, and seconds per subject.
+- per method: faces found in any view; eyes / nose / mouth / jaw removed by the
+  render-landmark check (dlib's 68 points on the original's render) and the median
+  share of each feature's surface unchanged; eyes / nose / mouth removed by the 3-D
+  check (ground-truth landmarks), the second opinion; OAR voxels changed, rank-1
+  re-identification against all originals beside chance, and seconds per subject.
 
 Usage:
     python benchmarks/privacy_cohort.py --subjects 30 --seed 101 --profile demo \
@@ -35,7 +37,8 @@ from defacing_assets.evaluation.reidentification import (
     rate_text,
 )
 from defacing_assets.qc.face import FaceDetector
-from defacing_assets.qc.verdict import assess
+from defacing_assets.qc.features import FEATURES
+from defacing_assets.qc.verdict import RENDER_LANDMARKS, assess
 
 
 def _subject_rows(job: tuple[int, int, str, list[str]]) -> list[dict]:
@@ -56,6 +59,12 @@ def _subject_rows(job: tuple[int, int, str, list[str]]) -> list[dict]:
         row["seconds"] = round(seconds, 2)
         rows.append(row)
     return rows
+
+
+def _count(rows: pd.DataFrame, column: str, among: pd.Series | None = None) -> str:
+    """Removed out of judged; ``among`` picks the rows whose verdict came from that check."""
+    judged = rows if among is None else rows[among]
+    return f"{int(judged[column].eq(True).sum())}/{len(judged)}"
 
 
 def _between_subjects(qc: pd.DataFrame) -> np.ndarray:
@@ -92,13 +101,23 @@ def main() -> None:
     summary = []
     for method in methods:
         rows = qc[qc["defacer"] == method]
+        rendered = rows["landmark_source"] == RENDER_LANDMARKS
         summary.append(
             {
                 "method": method,
                 "face found (any view)": f"{int(rows['face_detected'].sum())}/{len(rows)}",
                 **{
-                    f"{feature} removed": f"{int(rows[f'{feature}_removed'].fillna(False).sum())}"
-                    f"/{len(rows)}"
+                    f"{feature} removed (render)": _count(rows, f"{feature}_removed", rendered)
+                    for feature in FEATURES
+                },
+                **{
+                    f"{feature} kept (median)": round(
+                        float(rows[f"{feature}_surface_kept"].astype(float).median()), 2
+                    )
+                    for feature in FEATURES
+                },
+                **{
+                    f"{feature} removed (3-D)": _count(rows, f"{feature}_removed_3d")
                     for feature in ("eyes", "nose", "mouth")
                 },
                 "OAR voxels changed": int(rows["oar_voxels_changed"].sum()),

@@ -30,6 +30,7 @@ from defacing_assets.evaluation.voxels import VOXEL_RATIO_COLUMNS
 from defacing_assets.evaluation.voxels import voxel_ratios as count_voxel_ratios
 from defacing_assets.imaging.volume import Volume
 from defacing_assets.partitions import N_FOLDS, subject_defacer_partitions
+from defacing_assets.qc.features import FEATURES
 from defacing_assets.qc.overrides import OVERRIDES_FILE, apply_overrides, load_overrides
 from defacing_assets.qc.render import montage, png_bytes
 from defacing_assets.qc.verdict import QC_COLUMNS, assess
@@ -87,7 +88,8 @@ def qc_labels(
     raw_scans: Scan,
     defaced_scans: DefacingResult,
 ):
-    """Face still there? Detectors on five renders plus the eyes/nose/mouth regions."""
+    """Face still there? Detectors on five renders plus the eyes/nose/mouth: judged at dlib's
+    landmarks on the original's frontal render, with the 3-D landmarks a second opinion."""
     subject, method = _keys(context)
     overrides = load_overrides(Path(study.study_dir) / OVERRIDES_FILE)  # a bad file fails first
     verdict = assess(raw_scans, defaced_scans, method, seed=study.seed)
@@ -105,6 +107,7 @@ def qc_labels(
         "eyes_removed": MetadataValue.text(str(verdict.eyes_removed)),
         "nose_removed": MetadataValue.text(str(verdict.nose_removed)),
         "mouth_removed": MetadataValue.text(str(verdict.mouth_removed)),
+        "jaw_removed": MetadataValue.text(str(verdict.jaw_removed)),
         "identity_distance": verdict.identity_distance
         if verdict.identity_distance is not None
         else MetadataValue.null(),
@@ -115,10 +118,15 @@ def qc_labels(
             for name, value in (
                 ("face_surface_kept", verdict.face_surface_kept),
                 ("face_depth_correlation", verdict.face_depth_correlation),
+                *(
+                    (f"{feature}_surface_kept", verdict.surface_kept(feature))
+                    for feature in FEATURES
+                ),
             )
         },
         "views": MetadataValue.json(verdict.views),
         "landmark_source": verdict.landmark_source,
+        "removed_3d": MetadataValue.json(verdict.removed_3d()),
     }
     if verdict.renders:
         metadata["renders"] = png_metadata(

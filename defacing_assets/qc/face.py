@@ -271,12 +271,17 @@ class FaceDetector:
     def detect_views(self, images: dict[str, np.ndarray]) -> dict[str, ViewDetection]:
         return {name: self.detect(image) for name, image in images.items()}
 
-    def face_landmarks(self, image: np.ndarray) -> Any | None:
-        """dlib's 68 landmarks of the largest accepted face; None if no face is accepted."""
+    def face_landmarks(
+        self, image: np.ndarray, detection: ViewDetection | None = None
+    ) -> Any | None:
+        """dlib's 68 landmarks of the largest accepted face; None if no face is accepted.
+        ``detection``: :meth:`detect`'s result on this image, when already run (a render is
+        searched once)."""
         import dlib
 
         gray = _as_gray(image)
-        accepted = [face for face in self.detect(gray).dlib_faces if face.accepted]
+        detection = self.detect(gray) if detection is None else detection
+        accepted = [face for face in detection.dlib_faces if face.accepted]
         if not accepted:
             return None
         left, top, right, bottom = max(
@@ -299,11 +304,15 @@ class FaceDetector:
         landmarks = self.face_landmarks(image)
         return None if landmarks is None else self.descriptor(image, landmarks)
 
-    def identity(self, original_image: np.ndarray, defaced_image: np.ndarray) -> Identity | None:
+    def identity(
+        self, original_image: np.ndarray, defaced_image: np.ndarray, landmarks: Any | None = None
+    ) -> Identity | None:
         """The defaced render's descriptor at the original's face (both images in the same
         pixel frame: :meth:`RenderedView.image_in_frame_of`) and its distance to the
-        original's. None only when the original shows no face."""
-        landmarks = self.face_landmarks(original_image)
+        original's. ``landmarks``: the original's (:meth:`face_landmarks`), when already
+        found; searched for otherwise. None only when the original shows no face."""
+        if landmarks is None:
+            landmarks = self.face_landmarks(original_image)
         if landmarks is None:
             return None
         original = self.descriptor(original_image, landmarks)

@@ -33,6 +33,55 @@ class FacialSurface:
     """Face-region pixels with skin on the original."""
 
 
+@dataclass(frozen=True)
+class SkinHeights:
+    """The skin of two renders of one head at the same world points: the original's
+    pixels of a region where it shows skin, and the defaced render's skin there."""
+
+    before: np.ndarray
+    """Original heights (mm along the view direction), all finite."""
+    after: np.ndarray
+    """Defaced heights at the same world points; NaN where it shows no skin."""
+
+    @property
+    def pixels(self) -> int:
+        return int(self.before.size)
+
+    @property
+    def kept_fraction(self) -> float:
+        """Share of pixels whose skin moved by at most :data:`SURFACE_TOLERANCE_MM` (no
+        skin left counts as moved); NaN for an empty region."""
+        if self.before.size == 0:
+            return float("nan")
+        moved = np.abs(self.after - self.before)
+        return float(np.mean(np.where(np.isfinite(moved), moved <= SURFACE_TOLERANCE_MM, False)))
+
+    @property
+    def depth_correlation(self) -> float:
+        """Pearson correlation where both have skin; NaN under :data:`MIN_PIXELS` or flat."""
+        both = np.isfinite(self.after)
+        before, after = self.before[both], self.after[both]
+        if both.sum() < MIN_PIXELS or np.std(after) == 0 or np.std(before) == 0:
+            return float("nan")
+        return float(np.corrcoef(before, after)[0, 1])
+
+
+def skin_heights(
+    original: RenderedView,
+    defaced: RenderedView,
+    region: np.ndarray,
+    world: np.ndarray | None = None,
+) -> SkinHeights:
+    """Compare two views from the same direction on ``region`` (bool, the original's
+    pixels) where the original shows skin, point for point in world space: the renders
+    are cropped to each head, so their pixel frames differ. ``world``: the original's
+    :meth:`~RenderedView.pixel_world`, when already computed."""
+    region = region & np.isfinite(original.height_mm)
+    world = original.pixel_world() if world is None else world
+    after = defaced.sample(defaced.height_mm, world[region], np.nan)
+    return SkinHeights(original.height_mm[region], after)
+
+
 def face_box(view: RenderedView, landmarks: dict[str, list[float]]) -> np.ndarray:
     """bool (rows, cols): the landmarks' bounding box on the view, grown by the margin."""
     projected = view.project(np.array(list(landmarks.values()), dtype=float))
@@ -49,16 +98,5 @@ def facial_surface(
     original: RenderedView, defaced: RenderedView, landmarks: dict[str, list[float]]
 ) -> FacialSurface:
     """Compare two frontal views of the same scan inside the face region."""
-    region = face_box(original, landmarks) & np.isfinite(original.height_mm)
-    pixels = int(region.sum())
-    if pixels == 0:
-        return FacialSurface(float("nan"), float("nan"), 0)
-    before = original.height_mm[region]
-    after = defaced.sample(defaced.height_mm, original.pixel_world()[region], np.nan)
-    moved = np.abs(after - before)
-    kept = float(np.mean(np.where(np.isfinite(moved), moved <= SURFACE_TOLERANCE_MM, False)))
-    both = np.isfinite(after)
-    correlation = float("nan")
-    if both.sum() >= MIN_PIXELS and np.std(after[both]) > 0 and np.std(before[both]) > 0:
-        correlation = float(np.corrcoef(before[both], after[both])[0, 1])
-    return FacialSurface(kept, correlation, pixels)
+    heights = skin_heights(original, defaced, face_box(original, landmarks))
+    return FacialSurface(heights.kept_fraction, heights.depth_correlation, heights.pixels)

@@ -1,5 +1,6 @@
 """Face detection on renders: the template shows a face, pydeface's output does not."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ from defacing_assets.cohort.synthetic import generate_subject
 from defacing_assets.defacers.pydeface import Pydeface
 from defacing_assets.imaging import load_volume
 from defacing_assets.qc import face
+from defacing_assets.qc.features import feature_changes, feature_regions
 from defacing_assets.qc.render import render_surface, render_views
 
 AVAILABLE, WHY_NOT = face.available()
@@ -41,6 +43,18 @@ def defaced_template(template):
 @pytest.fixture(scope="module")
 def defaced_template_views(defaced_template):
     return render_views(defaced_template, "MR")
+
+
+@pytest.fixture(scope="module")
+def template_frontal(template):
+    return render_surface(template, "MR", views=("frontal",))["frontal"]
+
+
+@pytest.fixture(scope="module")
+def template_face_points(detector, template_frontal):
+    points = detector.face_landmarks(template_frontal.image)
+    assert points is not None and points.num_parts == 68
+    return points
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +101,12 @@ def test_noise_does_not_change_identity(detector, synthetic_scans):
 
 
 def test_identity_is_measured_at_the_original_face_even_where_no_face_is_found(
-    detector, template, defaced_template
+    detector, template_frontal, template_face_points, defaced_template
 ) -> None:
     """The defaced render is described at the original's landmarks, in the original's pixel
     frame: a method that hides the face from the detector still gets a distance (measured:
     0.60 for pydeface on its template)."""
-    original = render_surface(template, "MR", views=("frontal",))["frontal"]
+    original = template_frontal
     defaced = render_surface(defaced_template, "MR", views=("frontal",))
     in_frame = defaced["frontal"].image_in_frame_of(original)
     assert in_frame.shape == original.image.shape
@@ -100,6 +114,39 @@ def test_identity_is_measured_at_the_original_face_even_where_no_face_is_found(
     identity = detector.identity(original.image, in_frame)
     assert identity.descriptor.shape == (128,) and np.isfinite(identity.descriptor).all()
     assert identity.distance > 0.5
+    given = detector.identity(original.image, in_frame, template_face_points)
+    assert given.distance == pytest.approx(identity.distance), "the same face, found once"
+    # The render-landmark check, at the same landmarks: pydeface takes each feature's surface.
+    changes = feature_changes(original, defaced["frontal"], template_face_points)
+    for feature in ("eyes", "nose", "mouth"):
+        assert changes[feature].removed, (feature, changes[feature])
+        assert changes[feature].pixels > 50
+
+
+def test_every_feature_of_an_intact_render_is_kept(template_frontal, template_face_points):
+    changes = feature_changes(template_frontal, template_frontal, template_face_points)
+    assert set(changes) == {"jaw", "eye_right", "eye_left", "eyes", "nose", "mouth"}
+    for name, change in changes.items():
+        assert change.kept_fraction == 1.0 and not change.removed and change.pixels > 50, name
+
+
+def test_flattening_the_nose_changes_the_nose_not_the_eyes(template_frontal, template_face_points):
+    """Edited height maps (no rendering): a feature counts as removed only when most of
+    its own surface moved, and the eyes only when both eyes did."""
+    regions = feature_regions(template_frontal, template_face_points)
+    height = template_frontal.height_mm.copy()
+    nose = regions["nose"] & np.isfinite(height)
+    height[nose] = np.nanmin(height[nose])  # the nose pressed flat into the face
+    left_eye = regions["eye_left"] & np.isfinite(height)
+    height[left_eye] -= 5.0
+    edited = dataclasses.replace(template_frontal, height_mm=height)
+    changes = feature_changes(template_frontal, edited, template_face_points)
+    assert changes["nose"].removed and changes["nose"].kept_fraction < 0.2
+    assert changes["eye_left"].removed and not changes["eye_right"].removed
+    assert not changes["eyes"].removed, "one eye left is not eyes removed"
+    assert changes["eye_right"].kept_fraction > 0.8
+    assert changes["mouth"].kept_fraction > 0.8 and not changes["mouth"].removed
+    assert not changes["jaw"].removed
 
 
 def test_identity_is_undefined_when_the_original_shows_no_face(detector, template_views):

@@ -84,7 +84,9 @@ def test_side_views_show_the_named_side_of_the_face(ct_scan, ct_views, side):
     oblique = ct_views[f"oblique_{side}"]
     row, col, height = _landmark_pixels(oblique, ct_scan.landmarks)[f"eye_{side}"]
     visible = oblique.height_mm[int(round(row)), int(round(col))]
-    assert abs(visible - height) < SURFACE_TOLERANCE_MM, f"oblique_{side} shows eye_{side}"
+    # The landmark closes the eye opening; a subject's deeper socket (face_shape) lets the
+    # view see a few mm into it, while an eye hidden behind the nose is 20 mm off.
+    assert abs(visible - height) < 2 * SURFACE_TOLERANCE_MM, f"oblique_{side} shows eye_{side}"
     # In profile the far eye is hidden behind the head, and the nose points to the image's
     # left for the patient's left side (camera on that side, head up), to the right otherwise.
     profile = ct_views[f"profile_{side}"]
