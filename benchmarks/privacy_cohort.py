@@ -41,9 +41,9 @@ from defacing_assets.qc.features import FEATURES
 from defacing_assets.qc.verdict import RENDER_LANDMARKS, assess
 
 
-def _subject_rows(job: tuple[int, int, str, list[str]]) -> list[dict]:
-    index, seed, profile, methods = job
-    scan, _ = generate_subject(f"P{index:03d}", index, seed, profile)
+def _subject_rows(job: tuple[int, int, str, list[str], float]) -> list[dict]:
+    index, seed, profile, methods, short_fov_share = job
+    scan, params = generate_subject(f"P{index:03d}", index, seed, profile, "MR", short_fov_share)
     detector = FaceDetector()
     known = registry()
     rows = []
@@ -57,6 +57,8 @@ def _subject_rows(job: tuple[int, int, str, list[str]]) -> list[dict]:
         oar = scan.labels.array > 0
         row["oar_voxels_changed"] = int((oar & ~kept).sum()) if kept is not None else -1
         row["seconds"] = round(seconds, 2)
+        row["fov_kind"] = params["fov_kind"]
+        row["largest_pose_deg"] = float(np.abs(params["rotation_deg"]).max())
         rows.append(row)
     return rows
 
@@ -79,10 +81,19 @@ def main() -> None:
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--methods", nargs="+", default=["original", "pydeface", "hnc_safe"])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--short-fov-share",
+        type=float,
+        default=0.2,
+        help="share of subjects whose field of view ends at the mouth or the nose",
+    )
     parser.add_argument("--out", default=None, help="write every QC row as CSV")
     args = parser.parse_args()
     methods = ["original", *[m for m in args.methods if m != "original"]]
-    jobs = [(index, args.seed, args.profile, methods) for index in range(args.subjects)]
+    jobs = [
+        (index, args.seed, args.profile, methods, args.short_fov_share)
+        for index in range(args.subjects)
+    ]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         qc = pd.DataFrame([row for rows in pool.map(_subject_rows, jobs) for row in rows])
     if args.out:
@@ -97,6 +108,12 @@ def main() -> None:
         if len(distances)
         else "no two originals with a described face"
     )
+    unseen = originals[~originals["face_detected"].astype(bool)]
+    for _, row in unseen.iterrows():
+        print(
+            f"  no face found on original {row['subject']}: field of view ends at the "
+            f"{row['fov_kind']}, largest pose angle {row['largest_pose_deg']:.1f} degrees"
+        )
     rates = rank1_reidentification(qc).set_index("defacer")
     summary = []
     for method in methods:

@@ -6,9 +6,11 @@ does (pydeface's template registered to the scan, its face mask carried
 over), but changes only a shell under the skin inside that face region and
 never a voxel near an OAR:
 
-1. ``face``: the carried face mask, where it says "remove", down to
-   :data:`BELOW_MOUTH_MM` under the mouth (the chin and the floor of the mouth
-   around the submandibular glands stay); scan voxels outside the template's
+1. ``face``: the carried face mask, where it says "remove", whole down to
+   :data:`BELOW_MOUTH_MM` under the mouth, and below that, down to
+   :data:`LOWER_FACE_MM`, only its outer :data:`LOWER_FACE_REACH_MM` (the lips
+   and the chin's relief go; the jaw, the floor of the mouth and the tissue
+   around the submandibular glands stay). Scan voxels outside the template's
    field of view are *not* face (no zero padding, unlike pydeface). Nothing
    deeper than :data:`REACH_MM` under the skin is ever changed.
 2. ``shell``: face voxels from :data:`OUTER_MM` outside the skin to ``depth_mm``
@@ -54,14 +56,15 @@ DEPTH_MM = 5.0
 subject, 10 mm left a face on one of four (benchmarks/RESULTS.md)."""
 MARGIN_MM = 5.0
 """Default protection margin around the OAR labels."""
-SMOOTHING_MM = 20.0
+SMOOTHING_MM = 30.0
 """Gaussian sigma of the refaced surface. An opening and closing with an 80 mm ball also hid
 every face, but it pulled the whole face inwards (130 ml of tissue became air), and a model
-trained on original noticed: 0.637 against 0.649 Dice, p 1e-6. The blurred surface also fills
-the eye sockets and turns a quarter as much head into air; the same model scored 0.648
-against 0.649, p 0.80. 15 mm
-also passed QC everywhere, but pydeface's template scored dlib +0.05, 20 mm -0.16
-(benchmarks/RESULTS.md)."""
+trained on original noticed: 0.637 against 0.649 Dice, p 1e-6. The blurred surface (20 mm)
+also fills the eye sockets and turns a quarter as much head into air; the same model scored
+0.648 against 0.649, p 0.80. On the varied faces of the tuning cohort (seed 5) 20 mm left
+flat lips within 1.5 mm of the refaced surface (63-70% of the mouth unchanged on 2 of 8
+subjects) and 30 mm did not (14%): benchmarks/hnc_safe_features.py. The model test has not
+been repeated at 30 mm (benchmarks/RESULTS.md)."""
 OUTER_MM = 3.0
 """Air this close outside the skin belongs to the shell: partial-volume skin is face too."""
 BELOW_MOUTH_MM = 5.0
@@ -73,6 +76,13 @@ REACH_MM = 20.0
 """No voxel deeper than this under the original skin changes: the jaw, tongue and floor of
 the mouth stay. 20 mm halved the model's loss on the submandibular glands again; 12 mm
 left a face dlib finds (0.85) on pydeface's template (benchmarks/RESULTS.md)."""
+LOWER_FACE_MM = 45.0
+"""Below the face's lower end the lips and chin continue this far under the template's
+mouth (its chin ends about 35 mm under it; faces are longer or shorter)."""
+LOWER_FACE_REACH_MM = 8.0
+"""There only this outer layer changes: the lips and the chin's relief go while the jaw, the
+floor of the mouth and everything a model reads around the submandibular glands stay (ending
+the whole face 15 mm under the mouth cost an original-trained model 0.07 Dice on them)."""
 ATLAS_SLACK_MM = 10.0
 """Growth of the atlas OAR regions for anatomy that differs from the template."""
 CT_AIR_HU = -1000.0
@@ -191,11 +201,24 @@ def atlas_oar_region(
     return protected
 
 
+@dataclass(frozen=True)
+class FaceRegion:
+    face: np.ndarray
+    """bool, voxels refacing may change."""
+    lower: np.ndarray
+    """bool, the part of ``face`` under its lower end (lips, chin) where only
+    :data:`LOWER_FACE_REACH_MM` under the skin may change."""
+
+
 def face_region(
-    volume: Volume, transform: sitk.Transform, below_mouth_mm: float = BELOW_MOUTH_MM
-) -> np.ndarray:
-    """pydeface's face mask carried onto the scan, where it removes, down to
-    ``below_mouth_mm`` under the template's mouth (measured along the template's axis)."""
+    volume: Volume,
+    transform: sitk.Transform,
+    below_mouth_mm: float = BELOW_MOUTH_MM,
+    lower_face_mm: float = LOWER_FACE_MM,
+) -> FaceRegion:
+    """pydeface's face mask carried onto the scan, where it removes: whole down to
+    ``below_mouth_mm`` under the template's mouth, its lower part down to ``lower_face_mm``
+    (both measured along the template's axis)."""
     face_mask = to_sitk(load_volume(str(template_path("facemask.nii.gz"))))
     reference = to_sitk(volume.with_array(np.zeros(volume.shape, dtype=np.uint8)))
     carried = sitk.Resample(
@@ -206,9 +229,10 @@ def face_region(
     mouth = phantom.affine[:3, :3] @ phantom.landmarks_index["mouth"] + phantom.affine[:3, 3]
     indices = np.argwhere(face)
     superior = _scan_to_template_world(volume, indices, transform)[:, 2]
-    below = indices[superior < mouth[2] - below_mouth_mm]
-    face[tuple(below.T)] = False
-    return face
+    lower = np.zeros(face.shape, dtype=bool)
+    lower[tuple(indices[superior < mouth[2] - below_mouth_mm].T)] = True
+    face[tuple(indices[superior < mouth[2] - max(lower_face_mm, below_mouth_mm)].T)] = False
+    return FaceRegion(face=face, lower=lower & face)
 
 
 def air_value(volume: Volume, modality: str) -> float:
@@ -218,13 +242,14 @@ def air_value(volume: Volume, modality: str) -> float:
 def face_shell(
     volume: Volume,
     modality: str,
-    face: np.ndarray,
+    region: FaceRegion,
     protected: np.ndarray,
     depth_mm: float = DEPTH_MM,
     fill: Literal["smooth", "blank"] = "smooth",
     smoothing_mm: float = SMOOTHING_MM,
 ) -> FaceShell:
-    """The voxels refacing changes inside ``face`` and their new values."""
+    """The voxels refacing changes inside the face region and their new values."""
+    face = region.face
     spacing = volume.spacing
     head = head_mask(volume, modality)
     depth = _signed_depth(head, spacing)
@@ -240,13 +265,13 @@ def face_shell(
         # and fills the eye sockets.
         under_new_surface = ndimage.distance_transform_edt(smooth, sampling=spacing) <= depth_mm
         outside_smooth = face & head & ~smooth
-        filled = face & smooth & (shell | under_new_surface)
+        filled = face & smooth & (shell | under_new_surface | ~head)
         replacement[filled] = tissue_value
         changed = shell | outside_smooth | filled
     else:
         changed = shell
     # What a model reads around the OARs stays, whatever the smooth surface cuts.
-    changed &= depth <= REACH_MM
+    changed &= depth <= np.where(region.lower, LOWER_FACE_REACH_MM, REACH_MM)
     return FaceShell(changed=changed & ~protected, replacement=replacement, protected=protected)
 
 
@@ -262,6 +287,7 @@ class HncSafe(Defacer):
         fill: Literal["smooth", "blank"] = "smooth",
         smoothing_mm: float = SMOOTHING_MM,
         seed: int = 0,
+        lower_face_mm: float = LOWER_FACE_MM,
     ) -> None:
         if fill not in ("smooth", "blank"):
             raise ValueError(f"fill must be 'smooth' or 'blank', got {fill!r}")
@@ -275,6 +301,7 @@ class HncSafe(Defacer):
         self.fill = fill
         self.smoothing_mm = smoothing_mm
         self.seed = seed
+        self.lower_face_mm = lower_face_mm
 
     def version(self) -> str:
         return (
@@ -294,15 +321,15 @@ class HncSafe(Defacer):
         except RuntimeError as error:
             raise DefacingFailed(f"registration failed: {error}") from None
         check_transform(transform)
-        face = face_region(volume, transform)
+        region = face_region(volume, transform, lower_face_mm=self.lower_face_mm)
         if labels is not None:
             protected = near_labels(np.asarray(labels.array), volume.spacing, self.margin_mm)
             protection = f"OAR labels + {self.margin_mm:g} mm"
         else:
-            protected = atlas_oar_region(volume, face, transform, self.margin_mm)
+            protected = atlas_oar_region(volume, region.face, transform, self.margin_mm)
             protection = f"atlas OAR regions + {self.margin_mm:g} mm + {ATLAS_SLACK_MM:g} mm slack"
         shell = face_shell(
-            volume, modality, face, protected, self.depth_mm, self.fill, self.smoothing_mm
+            volume, modality, region, protected, self.depth_mm, self.fill, self.smoothing_mm
         )
         shell_ml = float(shell.changed.sum()) * volume.voxel_volume_ml
         return MethodOutput(

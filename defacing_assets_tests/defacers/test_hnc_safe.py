@@ -2,11 +2,18 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from defacing_assets.cohort.phantom import head_phantom, template_path
 from defacing_assets.cohort.scan import Scan
 from defacing_assets.cohort.synthetic import generate_subject
-from defacing_assets.defacers.hnc_safe import CT_AIR_HU, HncSafe, head_mask, near_labels
+from defacing_assets.defacers.hnc_safe import (
+    CT_AIR_HU,
+    LOWER_FACE_REACH_MM,
+    HncSafe,
+    head_mask,
+    near_labels,
+)
 from defacing_assets.defacers.registry import get_defacer
 from defacing_assets.imaging import load_volume
 from defacing_assets.qc.face import FaceDetector
@@ -136,3 +143,18 @@ def test_near_labels_on_an_anisotropic_grid():
     assert protected[7, 4, 2] and not protected[8, 4, 2]
     assert protected[6, 6, 2], "2.83 mm diagonally"
     assert not protected[7, 6, 2] and not protected[4, 5, 3], "3.61 mm and 3.16 mm"
+
+
+def test_lips_and_chin_change_only_in_their_outer_layer(mr_subjects, mr_results):
+    """Under the mouth the face is refaced too (the lips and the chin's relief identify a
+    person), but only its outer layer: the jaw and what surrounds the submandibular glands
+    stay, so no voxel deeper than LOWER_FACE_REACH_MM under the skin changes there."""
+    for scan, result in zip(mr_subjects, mr_results, strict=True):
+        head = head_mask(scan.image, "MR")
+        depth = ndimage.distance_transform_edt(head, sampling=scan.image.spacing)
+        changed = np.argwhere(result.kept_mask.array == 0)
+        height = scan.image.voxel_to_world(changed)[:, 2] - scan.landmarks["mouth"][2]
+        under_lips = changed[height < -15.0]
+        assert len(under_lips) > 0, "the chin was not refaced"
+        slack = max(scan.image.spacing)
+        assert depth[tuple(under_lips.T)].max() <= LOWER_FACE_REACH_MM + slack
