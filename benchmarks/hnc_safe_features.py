@@ -6,7 +6,8 @@ one a result is reported on), runs hnc_safe with each combination of ``--smoothi
 5 turns the band off), and prints per setting: faces found in any view, eyes / nose / mouth
 removed by the render-landmark check (dlib's 68 points on the original's frontal render),
 the median share of each feature's surface left unchanged, the worst mouth, OAR voxels
-changed, volume changed and seconds per subject.
+changed, volume changed, the share of it that turned from head to air (a model notices
+carving more than filling) and seconds per subject.
 
 Usage:
     python benchmarks/hnc_safe_features.py --subjects 10 --seed 5 \
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from defacing_assets.cohort.synthetic import generate_subject
-from defacing_assets.defacers.hnc_safe import HncSafe
+from defacing_assets.defacers.hnc_safe import HncSafe, head_mask
 from defacing_assets.qc.face import FaceDetector
 from defacing_assets.qc.verdict import assess
 
@@ -41,6 +42,7 @@ def _subject_rows(job: tuple[int, int, list[tuple[float, float]]]) -> list[dict]
         seconds = time.perf_counter() - started
         verdict = assess(scan, result, "hnc_safe", detector, seed=seed)
         changed = result.kept_mask.array == 0
+        carved = head_mask(scan.image, scan.modality) & ~head_mask(result.image, scan.modality)
         rows.append(
             {
                 "smoothing_mm": smoothing,
@@ -53,6 +55,7 @@ def _subject_rows(job: tuple[int, int, list[tuple[float, float]]]) -> list[dict]
                 **{f"{f}_kept": verdict.surface_kept(f) for f in ("eyes", "nose", "mouth", "jaw")},
                 "oar_voxels_changed": int((changed & (scan.labels.array > 0)).sum()),
                 "changed_ml": float(changed.sum()) * scan.image.voxel_volume_ml,
+                "carved_share": float(carved.sum()) / max(int(changed.sum()), 1),
                 "seconds": seconds,
             }
         )
@@ -93,6 +96,7 @@ def main() -> None:
                 "mouth kept (worst)": round(float(group["mouth_kept"].max()), 2),
                 "OAR voxels changed": int(group["oar_voxels_changed"].sum()),
                 "ml changed (median)": round(float(group["changed_ml"].median()), 1),
+                "turned to air (median share)": round(float(group["carved_share"].median()), 2),
                 "s per subject": round(float(group["seconds"].mean()), 1),
             }
         )

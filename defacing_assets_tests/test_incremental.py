@@ -145,7 +145,8 @@ def test_a_new_defacer_materializes_only_its_partitions_and_the_summaries(
 ):
     study = tmp_path / "study"
     study.mkdir()
-    add_tool(study, "zero_front", 3, 4)
+    # From 5/8 of the way forward: the whole face of both ci subjects, eyes included.
+    add_tool(study, "zero_front", 5, 8)
     with DagsterInstance.ephemeral() as instance:
         deployment = Deployment(instance, study_resources(ci_cohort, study))
         # The automation sensor is running before the sensors register anything: eager()

@@ -37,8 +37,26 @@ DIGEST = "digest"
 _MEMORY_CACHE: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]] = {}
 
 
+class PadToWindow(tio.SpatialTransform):
+    """Pad each axis up to the training window with the image's minimum (air; label 0): a
+    short field of view (a scan ending at the mouth, a low neck) is still a valid scan."""
+
+    def __init__(self, window: tuple[int, int, int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.window = window
+        self.args_names = ["window"]
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        missing = np.maximum(np.array(self.window) - np.array(subject.spatial_shape), 0)
+        if not missing.any():
+            return subject
+        padding = [int(side) for n in missing for side in (n // 2, n - n // 2)]
+        return tio.Pad(padding, padding_mode="minimum")(subject)
+
+
 def preprocessing(profile: Profile) -> tio.Compose:
-    """Resample to isotropic training spacing (linear/nearest), rescale to [-1, 1]."""
+    """Resample to isotropic training spacing (linear/nearest), rescale to [-1, 1], pad
+    up to the training window."""
     return tio.Compose(
         [
             tio.Resample(
@@ -47,6 +65,7 @@ def preprocessing(profile: Profile) -> tio.Compose:
                 label_interpolation="nearest",
             ),
             tio.RescaleIntensity(out_min_max=(-1, 1)),
+            PadToWindow(tuple(profile.patch_size)),
         ]
     )
 

@@ -14,6 +14,7 @@ import torch
 from torchio.transforms.augmentation.spatial.random_flip import _ensure_axes_indices
 
 from defacing_assets.cohort.synthetic import generate_subject
+from defacing_assets.imaging.volume import Volume
 from defacing_assets.profiles import get_profile
 from defacing_assets.segmentation import train
 from defacing_assets.segmentation.data import augmentation, make_subject
@@ -202,3 +203,18 @@ def test_non_finite_float32_training_fails_without_a_model(
     _spoiled_unet(monkeypatch, NaNOutput(after=3, always=True))
     with pytest.raises(NonFiniteTrainingError, match="non-finite in float32 at epoch 2"):
         train_model(subjects[:2], subjects[2:], PROFILE, 3, tmp_path, precision=FLOAT32)
+
+
+def test_a_field_of_view_shorter_than_the_window_is_padded_with_air() -> None:
+    """A scan ending at the mouth is 30 slices tall at 6 mm; the patch sampler needs 32."""
+    affine = np.diag([6.0, 6.0, 6.0, 1.0])
+    image = np.full((40, 40, 30), 100.0, dtype=np.float32)
+    image[:, :, :5] = 0.0
+    labels = np.zeros(image.shape, dtype=np.uint8)
+    labels[20, 20, 10] = 3
+    subject = make_subject(Volume(image, affine), Volume(labels, affine), None, PROFILE, "original")
+    assert subject["image"].spatial_shape == (40, 40, 32)
+    assert float(subject["image"].data[..., 0].max()) == -1.0, "padding is the darkest value"
+    ((i, j, k),) = np.argwhere(subject["label"].data[0].numpy() == 3)
+    world = subject["label"].affine @ [i, j, k, 1]
+    np.testing.assert_allclose(world[:3], [120.0, 120.0, 60.0])
