@@ -17,7 +17,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import time
 from concurrent.futures import ProcessPoolExecutor
 from itertools import product
 
@@ -37,9 +36,7 @@ def _subject_rows(job: tuple[int, int, list[tuple[float, float]]]) -> list[dict]
     rows = []
     for smoothing, lower_face in settings:
         defacer = HncSafe(smoothing_mm=smoothing, lower_face_mm=lower_face, seed=seed)
-        started = time.perf_counter()
         result = defacer.deface(scan.image, scan.modality, scan.labels)
-        seconds = time.perf_counter() - started
         verdict = assess(scan, result, "hnc_safe", detector, seed=seed)
         changed = result.kept_mask.array == 0
         carved = head_mask(scan.image, scan.modality) & ~head_mask(result.image, scan.modality)
@@ -56,7 +53,7 @@ def _subject_rows(job: tuple[int, int, list[tuple[float, float]]]) -> list[dict]
                 "oar_voxels_changed": int((changed & (scan.labels.array > 0)).sum()),
                 "changed_ml": float(changed.sum()) * scan.image.voxel_volume_ml,
                 "carved_share": float(carved.sum()) / max(int(changed.sum()), 1),
-                "seconds": seconds,
+                "seconds": result.seconds,
             }
         )
     return rows

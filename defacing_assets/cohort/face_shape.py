@@ -47,17 +47,17 @@ class Feature:
     """Also applied at the mirror image across the midline (paired features)."""
 
 
-FEATURES: dict[str, tuple[Feature, ...]] = {
-    "nose_length_mm": (Feature((88, 241, 55), (9, 14, 12), (-5.0, 6.0), "forward"),),
-    "nose_width": (Feature((88, 232, 52), (12, 12, 12), (-0.25, 0.35), "stretch"),),
-    "lip_thickness_mm": (Feature((88, 228, 38), (16, 8, 7), (-3.0, 4.0), "forward"),),
-    "mouth_width": (Feature((88, 224, 38), (20, 10, 7), (-0.2, 0.3), "stretch"),),
-    "lower_face_mm": (Feature((88, 215, 30), (40, 30, 18), (-6.0, 8.0), "down"),),
-    "chin_forward_mm": (Feature((88, 222, 16), (18, 14, 10), (-6.0, 7.0), "forward"),),
-    "jaw_width_mm": (Feature((25, 170, 22), (12, 20, 15), (-5.0, 7.0), "outward", True),),
-    "cheek_fullness_mm": (Feature((50, 205, 65), (13, 13, 15), (-4.0, 6.0), "cheek", True),),
-    "eye_socket_depth_mm": (Feature((60, 214, 92), (10, 8, 7), (-2.0, 4.0), "backward", True),),
-    "face_width": (Feature((88, 200, 70), (45, 30, 35), (-0.12, 0.15), "stretch"),),
+FEATURES: dict[str, Feature] = {
+    "nose_length_mm": Feature((88, 241, 55), (9, 14, 12), (-5.0, 6.0), "forward"),
+    "nose_width": Feature((88, 232, 52), (12, 12, 12), (-0.25, 0.35), "stretch"),
+    "lip_thickness_mm": Feature((88, 228, 38), (16, 8, 7), (-3.0, 4.0), "forward"),
+    "mouth_width": Feature((88, 224, 38), (20, 10, 7), (-0.2, 0.3), "stretch"),
+    "lower_face_mm": Feature((88, 215, 30), (40, 30, 18), (-6.0, 8.0), "down"),
+    "chin_forward_mm": Feature((88, 222, 16), (18, 14, 10), (-6.0, 7.0), "forward"),
+    "jaw_width_mm": Feature((25, 170, 22), (12, 20, 15), (-5.0, 7.0), "outward", True),
+    "cheek_fullness_mm": Feature((50, 205, 65), (13, 13, 15), (-4.0, 6.0), "cheek", True),
+    "eye_socket_depth_mm": Feature((60, 214, 92), (10, 8, 7), (-2.0, 4.0), "backward", True),
+    "face_width": Feature((88, 200, 70), (45, 30, 35), (-0.12, 0.15), "stretch"),
 }
 FOREHEAD_SLOPE = (-0.12, 0.12)
 """Forward shift of the forehead's skin per mm above the brows (k = 100)."""
@@ -67,7 +67,7 @@ _BROW_K = 100.0
 def draw_face_shape(rng: np.random.Generator) -> dict[str, float]:
     """One subject's amplitudes, as plain numbers for ``subject.json``."""
     shape = {
-        name: round(float(rng.uniform(*parts[0].amplitude)), 4) for name, parts in FEATURES.items()
+        name: round(float(rng.uniform(*feature.amplitude)), 4) for name, feature in FEATURES.items()
     }
     shape["forehead_slope"] = round(float(rng.uniform(*FOREHEAD_SLOPE)), 4)
     return shape
@@ -91,31 +91,30 @@ def face_displacement(
     """(N, 3) displacement, in phantom voxels, of (N, 3) phantom-grid indices."""
     displacement = np.zeros_like(points, dtype=np.float64)
     lateral = points[:, 0] - MIDLINE_I
-    for name, parts in FEATURES.items():
+    for name, feature in FEATURES.items():
         amplitude = shape[name]
-        for feature in parts:
-            centre = np.array(feature.centre, float) + [0.0, 0.0, NECK_MM]
-            centres = [centre]
-            if feature.mirrored:
-                centres.append(centre * [-1, 1, 1] + [2 * MIDLINE_I, 0, 0])
-            for side_centre in centres:
-                window = amplitude * _window(points, side_centre, np.array(feature.sigma, float))
-                side = np.sign(side_centre[0] - MIDLINE_I) or 1.0
-                if feature.kind == "forward":
-                    displacement[:, 1] += window
-                elif feature.kind == "backward":
-                    displacement[:, 1] -= window
-                elif feature.kind == "down":
-                    displacement[:, 2] -= window
-                elif feature.kind == "stretch":
-                    displacement[:, 0] += window * lateral
-                elif feature.kind == "outward":
-                    displacement[:, 0] += side * window
-                elif feature.kind == "cheek":
-                    displacement[:, 0] += side * window * np.sqrt(0.5)
-                    displacement[:, 1] += window * np.sqrt(0.5)
-                else:
-                    raise ValueError(f"unknown feature kind {feature.kind!r}")
+        centre = np.array(feature.centre, float) + [0.0, 0.0, NECK_MM]
+        centres = [centre]
+        if feature.mirrored:
+            centres.append(centre * [-1, 1, 1] + [2 * MIDLINE_I, 0, 0])
+        for side_centre in centres:
+            window = amplitude * _window(points, side_centre, np.array(feature.sigma, float))
+            side = np.sign(side_centre[0] - MIDLINE_I) or 1.0
+            if feature.kind == "forward":
+                displacement[:, 1] += window
+            elif feature.kind == "backward":
+                displacement[:, 1] -= window
+            elif feature.kind == "down":
+                displacement[:, 2] -= window
+            elif feature.kind == "stretch":
+                displacement[:, 0] += window * lateral
+            elif feature.kind == "outward":
+                displacement[:, 0] += side * window
+            elif feature.kind == "cheek":
+                displacement[:, 0] += side * window * np.sqrt(0.5)
+                displacement[:, 1] += window * np.sqrt(0.5)
+            else:
+                raise ValueError(f"unknown feature kind {feature.kind!r}")
     above_brows = np.clip(points[:, 2] - NECK_MM - _BROW_K, 0.0, None)
     front = 1.0 / (1.0 + np.exp(-(points[:, 1] - 160.0) / 10.0))
     displacement[:, 1] += (

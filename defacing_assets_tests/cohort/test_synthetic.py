@@ -136,7 +136,7 @@ def test_each_subject_has_its_own_face_recorded(ci_cohort):
 
 def test_face_shapes_move_the_face_and_leave_deep_anatomy_in_place():
     phantom = head_phantom("MR")
-    extreme = {name: parts[0].amplitude[1] for name, parts in FEATURES.items()}
+    extreme = {name: feature.amplitude[1] for name, feature in FEATURES.items()}
     extreme["forehead_slope"] = 0.12
     nose_tip = phantom.landmarks_index["nose_tip"][None]
     moved = face_displacement(nose_tip, extreme, phantom)[0]
