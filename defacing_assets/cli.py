@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from defacing_assets import __version__
-from defacing_assets.cohort.sources import discover_subjects, id_problems, validate_source
+from defacing_assets.cohort.sources import (
+    discover_subjects,
+    duplicate_problems,
+    id_problems,
+    validate_source,
+)
 from defacing_assets.profiles import PROFILES, get_profile
 from defacing_assets.workers import quiet_warnings
 
@@ -41,11 +46,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         return _fail(error)
     unsafe = id_problems(sources)
-    failed = 0
+    found = []
     for source in sources:
         problems = validate_source(source)
         if source.subject_id in unsafe:
             problems.insert(0, f"{source.path}: {unsafe[source.subject_id]}")
+        found.append(problems)
+    usable = [source for source, problems in zip(sources, found, strict=True) if not problems]
+    copies = duplicate_problems(usable)  # only a usable subject counts as the one kept
+    failed = 0
+    for source, problems in zip(sources, found, strict=True):
+        if source in usable and source.subject_id in copies:
+            problems.append(f"{source.path}: {copies[source.subject_id]}")
         if problems:
             failed += 1
             print(f"FAIL {source.subject_id}")
@@ -126,10 +138,22 @@ def _output_problem(outputs: dict[str, str | None], inputs: list[str | None]) ->
     return None
 
 
+def _sweep_leftovers(outputs: list[str]) -> None:
+    """Remove what killed runs left: external tools' work folders (each holds an
+    un-defaced copy of a scan) and hidden staging files beside our outputs."""
+    from defacing_assets.defacers.external import sweep_stale_workdirs
+    from defacing_assets.imaging.io import sweep_stale_staging
+
+    sweep_stale_workdirs()
+    for folder in {Path(path).resolve().parent for path in outputs}:
+        sweep_stale_staging(folder)
+
+
 def _cmd_deface(args: argparse.Namespace) -> int:
     from defacing_assets.defacers.registry import registered
     from defacing_assets.defacers.yaml_config import DefacerConfigError
-    from defacing_assets.imaging import InvalidScanError, save_volume
+    from defacing_assets.imaging import InvalidScanError
+    from defacing_assets.imaging.io import nifti_suffix_problem, save_volumes
 
     try:
         entry = registered(args.method, _study_defacers(args.study))
@@ -152,18 +176,26 @@ def _cmd_deface(args: argparse.Namespace) -> int:
         labels = _protection_labels(args.labels, volume) if args.labels else None
     except (InvalidScanError, FileNotFoundError) as error:
         return _fail(error)
+    outputs = [path for path in (args.output, args.kept_mask) if path]
+    for path in outputs:
+        problem = nifti_suffix_problem(path)
+        if problem:
+            return _fail(problem)
     if labels is not None and not defacer.uses_labels:
         print(f"note: {args.method} does not use labels; --labels ignored", file=sys.stderr)
+    _sweep_leftovers(outputs)
     result = defacer.seeded(args.seed).deface(volume, args.modality, labels)
     if result.status != "ok":
         print(f"{args.method} {result.status}: {result.reason}", file=sys.stderr)
         return 1
-    for volume_out, path in ((result.image, args.output), (result.kept_mask, args.kept_mask)):
-        if path:
-            try:
-                save_volume(volume_out, path)
-            except OSError as error:
-                return _fail(f"{path}: cannot write ({error.strerror or error})")
+    written = [(result.image, args.output)]
+    if args.kept_mask:
+        written.append((result.kept_mask, args.kept_mask))
+    try:
+        save_volumes(written)  # both or neither, as the README promises
+    except OSError as error:
+        where = error.filename or " and ".join(outputs)
+        return _fail(f"{where}: cannot write ({error.strerror or error}); nothing was written")
     print(
         f"{args.method}: {100 * result.changed_fraction:.2f}% of voxels changed in "
         f"{result.seconds:.1f} s -> {args.output}"
@@ -369,9 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; SIGTERM and SIGHUP end it through ``finally`` clauses (exit status
+    128 + signal), so temporary folders holding patient data are removed and external
+    tools stopped."""
+    from defacing_assets.defacers.external import exit_on_termination
+
     quiet_warnings()
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    with exit_on_termination():
+        return args.run(args)
 
 
 if __name__ == "__main__":

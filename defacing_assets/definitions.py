@@ -8,6 +8,7 @@ from dagster import (
 )
 
 from defacing_assets.assets.graph import STUDY_ASSETS
+from defacing_assets.checks import stored_files_checks
 from defacing_assets.execution import default_executor
 from defacing_assets.resources import study_resources
 from defacing_assets.schedules import NIGHTLY_SCHEDULES
@@ -22,6 +23,7 @@ automation_sensor = AutomationConditionSensorDefinition(
 
 defs = Definitions(
     assets=STUDY_ASSETS,
+    asset_checks=stored_files_checks(STUDY_ASSETS),
     sensors=[subject_discovery_sensor, defacer_registry_sensor, automation_sensor],
     schedules=NIGHTLY_SCHEDULES,
     resources=study_resources(),

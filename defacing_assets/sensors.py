@@ -8,7 +8,12 @@ import os
 
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, sensor
 
-from defacing_assets.cohort.sources import _HECKTOR_SUFFIX, id_problems, validate_source
+from defacing_assets.cohort.sources import (
+    _HECKTOR_SUFFIX,
+    duplicate_problems,
+    id_problems,
+    validate_source,
+)
 from defacing_assets.partitions import defacers_partitions, subjects_partitions
 from defacing_assets.resources import StudyConfig
 
@@ -16,15 +21,20 @@ from defacing_assets.resources import StudyConfig
 def new_valid_subjects(study: StudyConfig, existing: set[str], log) -> list[str]:
     """Ids in the data folder that are not partitions yet and may become ones.
 
-    Unsafe ids, case-insensitive clashes and subjects whose files fail
-    validation are refused with a logged reason; everything else is returned.
+    Unsafe ids, case-insensitive clashes, subjects whose files fail
+    validation and subjects that are another subject again (a symlinked or
+    copied folder: same files or same voxels and affine, as an existing or
+    another acceptable new subject; an existing subject is always the one
+    kept) are refused with a logged reason, naming both for a copy;
+    everything else is returned. Refusing here, before a partition exists,
+    is what keeps one patient out of two folds: the split only sees partitions.
     """
     sources, skipped = study.subject_sources()
     for note in skipped:
         log.info(f"ignored {note}")
     existing_folded = {subject_id.lower(): subject_id for subject_id in existing}
     unsafe = id_problems(sources)
-    new = []
+    candidates = []
     for source in sources:
         subject_id = source.subject_id
         if subject_id in existing:
@@ -42,7 +52,17 @@ def new_valid_subjects(study: StudyConfig, existing: set[str], log) -> list[str]
         if problems:
             log.warning(f"refused {subject_id}: " + "; ".join(problems))
             continue
-        new.append(subject_id)
+        candidates.append(source)
+    if not candidates:
+        return []
+    pool = [source for source in sources if source.subject_id in existing] + candidates
+    duplicates = duplicate_problems(pool, keep_first=existing)
+    new = []
+    for source in candidates:
+        if source.subject_id in duplicates:
+            log.warning(f"refused {source.path}: {duplicates[source.subject_id]}")
+        else:
+            new.append(source.subject_id)
     return new
 
 

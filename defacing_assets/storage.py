@@ -3,7 +3,10 @@
 Layout ``<base>/<asset>/<dimension>=<key>/.../<file>``. Writes are atomic: a
 partition is written to a temporary folder and renamed into place, so a killed
 or failed step never leaves a half-written partition and never damages the
-one already stored.
+one already stored; on local disks the files and folders are fsynced around the rename
+(``imaging/atomic.py``), so it survives a power cut too. Each manager also says which
+of a partition's files are missing (:func:`missing_stored_files`), for the
+``stored_files`` asset check and for steps that skip work already stored.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from typing import Any, ClassVar
 
 import pandas as pd
 from dagster import (
+    AssetKey,
     ConfigurableIOManagerFactory,
     InputContext,
+    MultiPartitionKey,
     MultiPartitionsDefinition,
     OutputContext,
+    PartitionsDefinition,
     UPathIOManager,
 )
 from upath import UPath
@@ -30,25 +36,67 @@ from defacing_assets.imaging.atomic import atomic_directory, atomic_write_bytes
 from defacing_assets.imaging.io import volume_from_bytes, volume_to_bytes
 from defacing_assets.partitions import DIMENSION_NAMES
 from defacing_assets.segmentation.infer import CohortPredictions
-from defacing_assets.segmentation.train import TrainingResult, load_model, save_model
+from defacing_assets.segmentation.train import (
+    MODEL_FILES,
+    TrainingResult,
+    load_model,
+    save_model,
+)
+
+
+def _partition_folder(
+    definition: PartitionsDefinition | None, path: UPath, partition: str
+) -> UPath:
+    if isinstance(definition, MultiPartitionsDefinition):
+        # UPathIOManager joins the keys with "/" in sorted dimension order;
+        # ids are validated to contain no "/".
+        dimensions = sorted(d.name for d in definition.partitions_defs)
+        parts = [f"{d}={key}" for d, key in zip(dimensions, partition.split("/"), strict=True)]
+    else:
+        name = DIMENSION_NAMES.get(getattr(definition, "name", None) or "", "partition")
+        parts = [f"{name}={partition}"]
+    return path.joinpath(*parts)
 
 
 class _PartitionFolders(UPathIOManager):
     """Names partition folders ``<dimension>=<key>`` instead of bare keys."""
 
+    required_files: ClassVar[tuple[str, ...]] = ()
+    """Files every stored partition folder holds (empty: the path itself is the file)."""
+
     def get_path_for_partition(
         self, context: InputContext | OutputContext, path: UPath, partition: str
     ) -> UPath:
-        definition = context.asset_partitions_def
+        return _partition_folder(context.asset_partitions_def, path, partition)
+
+    def partition_path(
+        self, asset_key: AssetKey, definition: PartitionsDefinition, partition_key: str
+    ) -> UPath:
+        """Where a partition of ``asset_key`` is stored: the path a write uses, without
+        an IO context (for checks that compare the store with Dagster's records)."""
         if isinstance(definition, MultiPartitionsDefinition):
-            # UPathIOManager joins the keys with "/" in sorted dimension order;
-            # ids are validated to contain no "/".
-            dimensions = sorted(d.name for d in definition.partitions_defs)
-            parts = [f"{d}={key}" for d, key in zip(dimensions, partition.split("/"), strict=True)]
+            key: MultiPartitionKey = definition.get_partition_key_from_str(str(partition_key))
+            partition = "/".join(v for _, v in sorted(key.keys_by_dimension.items()))
         else:
-            name = DIMENSION_NAMES.get(getattr(definition, "name", None) or "", "partition")
-            parts = [f"{name}={partition}"]
-        return path.joinpath(*parts)
+            partition = str(partition_key)
+        folder = _partition_folder(definition, self._base_path.joinpath(*asset_key.path), partition)
+        return self._with_extension(folder)
+
+    def missing_files(self, path: UPath) -> list[UPath]:
+        """The files of the partition stored at ``path`` that are not there (or, for a
+        JSON record that lists more files, not readable)."""
+        if not self.required_files:
+            return [] if path.exists() else [path]
+        return [path / name for name in self.required_files if not (path / name).exists()]
+
+
+def _record(file: UPath) -> dict | None:
+    """A stored JSON record, or None when it is damaged (it then counts as missing)."""
+    try:
+        record = json.loads(file.read_text())
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 class LazyPartitions(Mapping):
@@ -94,6 +142,8 @@ class _LazyLoading(_PartitionFolders):
 class ScanIOManager(_LazyLoading):
     """A :class:`Scan` as a folder: ``image.nii.gz``, ``labels.nii.gz``, ``scan.json``."""
 
+    required_files = ("scan.json", "image.nii.gz")
+
     def dump_to_path(self, context: OutputContext, obj: Scan, path: UPath) -> None:
         with atomic_directory(path) as staging:
             (staging / "image.nii.gz").write_bytes(volume_to_bytes(obj.image))
@@ -134,6 +184,21 @@ class DefacedScanIOManager(_LazyLoading):
     A failed method stores only ``result.json`` (status and reason): failure is data.
     """
 
+    required_files = ("result.json",)
+
+    def missing_files(self, path: UPath) -> list[UPath]:
+        missing = super().missing_files(path)
+        if missing:
+            return missing
+        record = _record(path / "result.json")
+        if record is None:
+            return [path / "result.json"]
+        status = record.get("status")
+        volumes = [path / "image.nii.gz", path / "kept_mask.nii.gz"]
+        if status == "ok" or any(volume.exists() for volume in volumes):
+            missing += [volume for volume in volumes if not volume.exists()]
+        return missing
+
     def dump_to_path(self, context: OutputContext, obj: DefacingResult, path: UPath) -> None:
         with atomic_directory(path) as staging:
             if obj.image is not None:
@@ -171,6 +236,20 @@ class PredictionIOManager(_PartitionFolders):
     """Predictions as ``<subject>.nii.gz`` label maps plus ``folds.json`` and
     ``model_failures.json`` (subjects whose fold's model failed its quality gate)."""
 
+    required_files = ("folds.json",)
+
+    def missing_files(self, path: UPath) -> list[UPath]:
+        missing = super().missing_files(path)
+        if missing:
+            return missing
+        folds = _record(path / "folds.json")
+        failures_file = path / "model_failures.json"
+        failures = _record(failures_file) if failures_file.exists() else {}
+        if folds is None or failures is None:
+            return [path / "folds.json" if folds is None else failures_file]
+        files = [path / f"{subject}.nii.gz" for subject in sorted(set(folds) - set(failures))]
+        return [file for file in files if not file.exists()]
+
     def dump_to_path(self, context: OutputContext, obj: CohortPredictions, path: UPath) -> None:
         with atomic_directory(path) as staging:
             for subject, labels in obj.labels.items():
@@ -192,12 +271,24 @@ class PredictionIOManager(_PartitionFolders):
 class ModelIOManager(_LazyLoading):
     """A trained model as ``model.pt``, ``config.json`` and ``history.parquet``."""
 
+    required_files = MODEL_FILES
+
     def dump_to_path(self, context: OutputContext, obj: TrainingResult, path: UPath) -> None:
         with atomic_directory(path) as staging:
             save_model(staging, obj)
 
     def load_from_path(self, context: InputContext, path: UPath) -> TrainingResult:
         return load_model(path)
+
+
+def missing_stored_files(
+    manager: object, asset_key: AssetKey, definition: PartitionsDefinition, partition_key: str
+) -> list[UPath] | None:
+    """The missing files of a stored partition, ``[]`` when all are there, or ``None``
+    when ``manager`` is not one of these stores and cannot tell."""
+    if not isinstance(manager, _PartitionFolders):
+        return None
+    return manager.missing_files(manager.partition_path(asset_key, definition, partition_key))
 
 
 class _Store(ConfigurableIOManagerFactory):

@@ -333,3 +333,52 @@ def test_readme_worked_example_wraps_a_command_line_tool(tmp_path, ci_cohort, mo
     assert 0 < (~kept).sum() < kept.size
     assert kept[scan.labels.array > 0].all(), "the atlas protects every OAR voxel"
     np.testing.assert_array_equal(result.image.array[kept], scan.image.array[kept])
+
+
+def _write_rgb_and_complex(root: Path) -> dict[str, str]:
+    """An RGB24 and a complex64 NIfTI; returns file name -> reason the refusal must give."""
+    import nibabel as nib
+
+    rgb = np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["R"] = (tiny_image() % 255).astype(np.uint8)
+    nib.save(nib.Nifti1Image(rgb, AFFINE), str(root / "rgb.nii.gz"))
+    nib.save(nib.Nifti1Image((tiny_image() + 1j).astype(np.complex64), AFFINE), str(root / "c.nii"))
+    return {"rgb.nii.gz": "is an RGB colour image", "c.nii": "is complex-valued (complex64)"}
+
+
+def test_deface_refuses_rgb_and_complex_images_in_one_line_naming_the_file(tmp_path, capsys):
+    for name, reason in _write_rgb_and_complex(tmp_path).items():
+        out = tmp_path / "out.nii.gz"
+        assert main(["deface", "--method", "original", str(tmp_path / name), str(out)]) == 2
+        error = capsys.readouterr().err
+        assert error == f"error: {tmp_path / name}: {reason}" + error.split(reason)[1]
+        assert error.count("\n") == 1 and "Traceback" not in error
+        assert not out.exists()
+
+
+def test_deface_writes_the_container_its_output_names(tmp_path, capsys):
+    import nibabel as nib
+
+    source = write_nifti(tmp_path / "in.nii.gz", tiny_image())
+    out, kept = tmp_path / "out.nii", tmp_path / "kept.nii.gz"
+    command = ["deface", "--method", "original", str(source), str(out), "--kept-mask", str(kept)]
+    assert main(command) == 0
+    assert out.read_bytes()[:2] != b"\x1f\x8b" and kept.read_bytes()[:2] == b"\x1f\x8b"
+    np.testing.assert_array_equal(nib.load(str(out)).get_fdata(), tiny_image())
+    assert (nib.load(str(kept)).get_fdata() == 1).all()
+    capsys.readouterr()
+    for bad in ("out.img", "out.gz", "out"):
+        assert main(["deface", "--method", "original", str(source), str(tmp_path / bad)]) == 2
+        assert "cannot tell which format to write" in capsys.readouterr().err
+        assert not (tmp_path / bad).exists()
+
+
+def test_deface_writes_image_and_kept_mask_together_or_neither(tmp_path, capsys):
+    source = write_nifti(tmp_path / "in.nii.gz", tiny_image())
+    (tmp_path / "a_file").write_text("not a folder")
+    out, kept = tmp_path / "out.nii.gz", tmp_path / "a_file" / "kept.nii.gz"
+    command = ["deface", "--method", "original", str(source), str(out), "--kept-mask", str(kept)]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {kept}: cannot write") and "nothing was written" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "in.nii.gz"]

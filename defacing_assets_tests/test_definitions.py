@@ -120,6 +120,7 @@ def test_snapshot_of_assets_and_partitions():
         "labels_present",
         "model_quality",
         "original_shows_face",
+        "stored_files",
     }
 
 
@@ -204,8 +205,8 @@ def _sensor_result(instance, data: Path):
 
 def test_sensor_adds_valid_subjects_once_and_refuses_unsafe_ones(tmp_path, instance):
     data = tmp_path / "data"
-    for subject in ("A1", "B.2", "bad id", "x..y", "Dup", "DUP"):
-        write_good_subject(data, subject)
+    for seed, subject in enumerate(("A1", "B.2", "bad id", "x..y", "Dup", "DUP")):
+        write_good_subject(data, subject, seed=seed)
     broken = write_good_subject(data, "broken")
     (broken / "label.nii.gz").write_bytes(b"junk")
     result = _sensor_result(instance, data)
@@ -216,8 +217,8 @@ def test_sensor_adds_valid_subjects_once_and_refuses_unsafe_ones(tmp_path, insta
     again = _sensor_result(instance, data)
     assert not again.dynamic_partitions_requests
 
-    write_good_subject(data, "a1")
-    write_good_subject(data, "C3")
+    write_good_subject(data, "a1", seed=6)
+    write_good_subject(data, "C3", seed=7)
     later = _sensor_result(instance, data)
     assert list(later.dynamic_partitions_requests[0].partition_keys) == ["C3"]
 

@@ -1,6 +1,8 @@
 """unet_models as a Dagster asset: the fold's split, the stored model, skipped methods."""
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -9,10 +11,11 @@ import torch
 from dagster import MultiPartitionKey, instance_for_test, materialize
 
 from defacing_assets.assets import training
+from defacing_assets.assets.defacing import defaced_scans
 from defacing_assets.assets.graph import STUDY_ASSETS
 from defacing_assets.assets.inference import predictions, segmentation_metrics
 from defacing_assets.assets.ingest import raw_scans
-from defacing_assets.assets.qc import study_cohort, voxel_loss
+from defacing_assets.assets.qc import qc_labels, study_cohort, voxel_loss, voxel_ratios
 from defacing_assets.assets.reporting import stats_tables, study_report
 from defacing_assets.assets.training import unet_models
 from defacing_assets.cohort.synthetic import write_cohort
@@ -20,8 +23,14 @@ from defacing_assets.evaluation.cohort import fold_roles
 from defacing_assets.imaging.io import load_volume
 from defacing_assets.profiles import get_profile
 from defacing_assets.resources import StudyConfig
-from defacing_assets.segmentation.train import MODEL_FILES, NonFiniteTrainingError, train_model
+from defacing_assets.segmentation.train import (
+    MODEL_FILES,
+    NonFiniteTrainingError,
+    load_model,
+    train_model,
+)
 from defacing_assets_tests.conftest import study_resources
+from defacing_assets_tests.test_stored_files_check import run_stored_files_check
 
 SUBJECTS = [f"SYN{index:03d}" for index in range(1, 6)]
 GRAPH = STUDY_ASSETS
@@ -121,6 +130,52 @@ def test_an_up_to_date_model_is_not_retrained(trained):
     messages = [record.user_message for record in instance.all_logs(result.run_id)]
     assert any("up to date (fingerprint" in m for m in messages), messages
     assert (folder / "model.pt").stat().st_mtime_ns == before
+
+
+def test_a_recorded_model_missing_from_storage_fails_the_check_and_is_retrained(
+    trained, monkeypatch
+):
+    """Dagster's record outlives a wiped store: the stored_files check reports the missing
+    model, and unet_models retrains it instead of skipping on the record (training is
+    stubbed with the model it had stored, so no epoch runs here)."""
+    study, _, instance, resources = trained
+    folder = study / "store" / "unet_models" / "defacer=original" / "fold=0"
+    before = load_model(folder)
+    assert run_stored_files_check(instance, resources, GRAPH, unet_models.key).passed
+
+    shutil.rmtree(folder)
+    failed = run_stored_files_check(instance, resources, GRAPH, unet_models.key)
+    assert not failed.passed
+    [(partition, files)] = failed.metadata["missing"].value.items()
+    assert set(partition.split("|")) == {"0", "original"}
+    assert files[0].endswith("fold=0/model.pt")
+
+    calls = []
+
+    def stored_model(*args, **kwargs):
+        calls.append(args)
+        return dataclasses.replace(before, config={})
+
+    monkeypatch.setattr(training, "train_model", stored_model)
+    result = _train(instance, resources, "0", "original")
+    assert result.success and len(calls) == 1
+    assert len(result.asset_materializations_for_node("unet_models")) == 1
+    messages = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert any("recorded as materialized but not stored" in m for m in messages), messages
+    assert {p.name for p in folder.iterdir()} == set(MODEL_FILES)
+    assert run_stored_files_check(instance, resources, GRAPH, unet_models.key).passed
+
+
+@pytest.mark.parametrize(
+    "asset", [raw_scans, defaced_scans, qc_labels, voxel_ratios], ids=lambda a: a.key.path[-1]
+)
+def test_the_stored_files_checks_find_every_recorded_partition_in_the_store(trained, asset):
+    """Single- and two-dimension partitions, folders and Parquet files: the check finds
+    every partition Dagster recorded (five subjects on original) where it was written."""
+    _, _, instance, resources = trained
+    evaluation = run_stored_files_check(instance, resources, GRAPH, asset.key)
+    assert evaluation.passed, evaluation.metadata
+    assert evaluation.metadata["partitions_checked"].value == len(SUBJECTS)
 
 
 def test_method_outside_the_comparison_is_skipped_without_a_model(trained):

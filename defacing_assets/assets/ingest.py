@@ -5,7 +5,13 @@ from dagster import AssetExecutionContext, AutomationCondition, MetadataValue, O
 from defacing_assets.assets.metadata import png_metadata
 from defacing_assets.checks import RAW_SCAN_CHECKS, raw_scan_check_results
 from defacing_assets.cohort.fingerprint import file_sha256
-from defacing_assets.cohort.sources import read_scan, subject_id_problem
+from defacing_assets.cohort.sources import (
+    SubjectSource,
+    duplicate_problems,
+    read_scan,
+    subject_id_problem,
+)
+from defacing_assets.imaging.errors import InvalidScanError
 from defacing_assets.imaging.thumbnail import slice_thumbnail
 from defacing_assets.partitions import subjects_partitions
 from defacing_assets.resources import StudyConfig
@@ -20,13 +26,22 @@ from defacing_assets.resources import StudyConfig
     automation_condition=AutomationCondition.eager(),
 )
 def raw_scans(context: AssetExecutionContext, study: StudyConfig):
-    """Image + 9-class label map of one subject (labels absent for unlabelled CT)."""
+    """Image + 9-class label map of one subject (labels absent for unlabelled CT).
+
+    A subject that is another subject's scan again (added as a partition
+    before the sensor refused such copies, or by hand) fails, naming both:
+    one patient in two folds would leak test data into training.
+    """
     subject_id = context.partition_key
     problem = subject_id_problem(subject_id)
     if problem:
         raise ValueError(problem)
     source = study.source_for(subject_id)
     scan = read_scan(source, study.roi_names)
+    partitions = set(context.instance.get_dynamic_partitions(subjects_partitions.name))
+    duplicate = partition_duplicate(subject_id, study.subject_sources()[0], partitions)
+    if duplicate:
+        raise InvalidScanError(str(source.path), duplicate)
     voxels = scan.voxels_per_oar()
     yield Output(
         scan,
@@ -43,3 +58,13 @@ def raw_scans(context: AssetExecutionContext, study: StudyConfig):
         },
     )
     yield from raw_scan_check_results(scan)
+
+
+def partition_duplicate(
+    subject_id: str, sources: list[SubjectSource], partitions: set[str]
+) -> str | None:
+    """Why ``subject_id`` is another subject partition again (same files, or same voxels
+    and affine), or None. Of two such partitions the first by id is kept; subjects that
+    are not partitions are not compared (the sensor refused them)."""
+    listed = [s for s in sources if s.subject_id in partitions | {subject_id}]
+    return duplicate_problems(listed).get(subject_id)

@@ -21,6 +21,7 @@ from defacing_assets.assets.metadata import png_metadata
 from defacing_assets.cohort.fingerprint import file_sha256
 from defacing_assets.evaluation.report import (
     ReportInputs,
+    example_renders,
     main_effects,
     original_model_on_defaced,
     qc_summary,
@@ -28,7 +29,7 @@ from defacing_assets.evaluation.report import (
 )
 from defacing_assets.evaluation.results import study_results
 from defacing_assets.evaluation.scores import failed_models
-from defacing_assets.qc.render import montage_png
+from defacing_assets.evaluation.tables import BASELINE
 from defacing_assets.resources import StudyConfig
 from defacing_assets.storage import LazyPartitions
 
@@ -136,18 +137,26 @@ def study_report(
     ratios = concat_partitions(voxel_ratios)
     qc = concat_partitions(qc_labels)
     results = study_results(metrics, methods, study.min_cases)
-    renders, commands = {}, {}
+    registry = study.defacers()
+    # Methods whose output is the original scan: never rendered into the report.
+    unchanged = {BASELINE} | {
+        name for name, entry in registry.items() if not entry.defacer.changes_voxels
+    }
+    renders: dict[str, bytes] = {}
+    withheld: list[str] = []
+    commands: dict[str, str] = {}
     if len(study_cohort):
         example = str(study_cohort["subject"].iloc[0])
         scan = raw_scans[example]
+        outputs = {}
         for method in methods:
             key = MultiPartitionKey({"subject": example, "defacer": method})
             defaced = defaced_scans[key]
             commands[f"command {method} ({example})"] = defaced.command or "(in-process)"
-            if defaced.image is not None:
-                renders[f"{example} defaced by {method}"] = montage_png(
-                    defaced.image, scan.modality
-                )
+            outputs[method] = defaced.image
+        renders, withheld = example_renders(
+            example, scan.image, outputs, scan.modality, unchanged, _face_found(qc, example)
+        )
     settings = {
         "profile": study.profile,
         "seed": str(study.seed),
@@ -156,7 +165,6 @@ def study_report(
         "evaluation reference": study.reference_policy,
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    registry = study.defacers()
     sources, _ = study.subject_sources()
     provenance: dict[str, object] = {
         **{f"version {package}": version(package) for package in PACKAGES},
@@ -181,6 +189,7 @@ def study_report(
             qc_summary=qc_summary(qc, ratios),
             original_model=original_model_on_defaced(metrics),
             renders=renders,
+            withheld_renders=withheld,
             table1=_table1(voxel_loss),
             figure2=_read(Path(study.study_dir) / "figures" / "figure2.png"),
             table2=results.table2,
@@ -205,3 +214,16 @@ def study_report(
 
 def _read(path: Path) -> bytes | None:
     return path.read_bytes() if path.exists() else None
+
+
+def _face_found(qc: pd.DataFrame, subject: str) -> dict[str, bool]:
+    """Method -> whether face QC found a face on ``subject``'s defaced scan (QC rows of
+    that subject only; a method without one is absent)."""
+    if qc.empty or not {"subject", "defacer", "face_detected"} <= set(qc.columns):
+        return {}
+    rows = qc[qc["subject"].astype(str) == subject]
+    return {
+        str(method): bool(found)
+        for method, found in zip(rows["defacer"], rows["face_detected"], strict=True)
+        if pd.notna(found)
+    }

@@ -42,7 +42,7 @@ from defacing_assets.segmentation.data import DIGEST, make_subject
 from defacing_assets.segmentation.precision import choose_precision, record_training_failure
 from defacing_assets.segmentation.quality import quality_record
 from defacing_assets.segmentation.train import NonFiniteTrainingError, TrainingResult, train_model
-from defacing_assets.storage import LazyPartitions
+from defacing_assets.storage import LazyPartitions, missing_stored_files
 
 ALL_SUBJECTS_OF_METHOD = MultiPartitionMapping(
     {
@@ -185,7 +185,7 @@ def unet_models(
     }
     fingerprint = _fingerprint(config)
     stored = latest_metadata(context.instance, context.asset_key, context.partition_key)
-    if stored.get("fingerprint") == fingerprint:
+    if stored.get("fingerprint") == fingerprint and _model_is_stored(context, fold, method):
         # A new subject elsewhere or a new compared method re-materializes study_cohort and
         # so requests every model; only a changed fold, input or setting may retrain one.
         context.log.info(
@@ -278,6 +278,23 @@ def unet_models(
         precision=result.precision,
     )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def _model_is_stored(context: AssetExecutionContext, fold: int, method: str) -> bool:
+    """Whether the recorded model's files are in storage: Dagster's record outlives a
+    wiped or restored store, and a model skipped on the record alone would never come back."""
+    missing = missing_stored_files(
+        context.resources.model_io_manager,
+        context.asset_key,
+        context.assets_def.partitions_def,
+        context.partition_key,
+    )
+    if missing:
+        context.log.warning(
+            f"fold {fold} on {method} is recorded as materialized but not stored (missing "
+            f"{', '.join(str(file) for file in missing)}): retraining"
+        )
+    return not missing
 
 
 def _quality_check(

@@ -12,16 +12,25 @@ Accepted layouts under one root (mixed freely):
 Optional ``subject.json`` (``{"modality": "CT"}``) and ``landmarks.json``
 (face landmarks in world mm: ``eye_left``, ``eye_right``, ``nose_tip`` and
 ``mouth``, each ``[x, y, z]``) beside a subject's image are read and checked too.
+
+One patient must be one subject: a symlinked or copied subject folder would
+otherwise become a second subject and could sit in the training and the test
+fold at once. :func:`duplicate_problems` finds them by resolved path and by
+image content (voxels and affine), and ``validate``, the subject sensor and
+``raw_scans`` refuse the second one, naming both.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from defacing_assets.cohort.labels import LABEL_NAMES, OAR_LABELS, label_for_roi
@@ -280,4 +289,123 @@ def validate_source(source: SubjectSource, roi_table: Mapping[str, int] | None =
                 check(source.path)
             except InvalidScanError as error:
                 problems.append(str(error))
+    return problems
+
+
+AFFINE_DIGEST_DECIMALS = 4
+"""Affines are compared (and hashed) rounded to 1e-4 mm: a re-saved copy may differ
+in the last bits of its float32 header fields."""
+
+
+def _stat_key(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
+    """What decides whether a cached digest is still valid: each file's size and mtime."""
+    key = []
+    for path in paths:
+        stat = path.stat()
+        key.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    return tuple(key)
+
+
+def _rounded_affine(affine: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(affine, dtype=np.float64), AFFINE_DIGEST_DECIMALS) + 0.0
+
+
+def _image_files(source: SubjectSource) -> list[Path]:
+    if source.format == "dicom":
+        return sorted(p for p in source.path.rglob("*") if p.is_file())
+    return [source.files[0]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_signature(key: tuple, path: str) -> str:
+    image = nib.load(path)
+    shape = image.shape[:3] + tuple(n for n in image.shape[3:] if n != 1)
+    return f"{shape}|{_rounded_affine(image.affine).tobytes().hex()}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _content_digest(key: tuple, source: SubjectSource) -> str:
+    image = read_scan(source).image if source.format == "dicom" else load_volume(source.files[0])
+    digest = hashlib.sha256(f"{image.shape}|".encode())
+    for plane in np.moveaxis(np.asarray(image.array), -1, 0):  # float64 one slice at a time
+        digest.update(np.ascontiguousarray(plane, dtype=np.float64).tobytes())
+    digest.update(_rounded_affine(image.affine).tobytes())
+    return digest.hexdigest()
+
+
+def image_digest(source: SubjectSource) -> str:
+    """sha256 of a subject's image voxel values (as float64, so a copy saved in another
+    type still matches) and affine.
+
+    Two subjects with the same digest are the same scan, whatever the file's
+    compression, type or name. Cached per process while the files' sizes and
+    modification times stay the same (the sensor asks on every tick).
+    """
+    return _content_digest(_stat_key(_image_files(source)), source)
+
+
+def _signature(source: SubjectSource) -> str:
+    """A cheap first filter: NIfTI header shape, dtype and affine (DICOM: the digest)."""
+    if source.format == "dicom":
+        return image_digest(source)
+    return _header_signature(_stat_key(_image_files(source)), str(source.files[0]))
+
+
+def duplicate_problems(
+    sources: list[SubjectSource], keep_first: Iterable[str] = ()
+) -> dict[str, str]:
+    """Subjects that are another subject again, mapped to a problem naming both.
+
+    Two subjects are one patient when their folders (or image files) resolve
+    to the same path (a symlink) or their images have the same voxels and
+    affine (a copy, :func:`image_digest`). Of each such group the subject in
+    ``keep_first`` (say, one already ingested), else one that is not a
+    symlink, else the first by id, is kept; every other one is reported.
+    Headers are compared first, so only images that could be equal are read
+    whole. Subjects whose files cannot be read are left to validation.
+    """
+    keep = set(keep_first)
+    ordered = sorted(  # kept first: named in keep_first, then real folders before symlinks
+        sources,
+        key=lambda s: (s.subject_id not in keep, s.path.resolve() != s.path, s.subject_id),
+    )
+    problems: dict[str, str] = {}
+    by_path: dict[Path, SubjectSource] = {}
+    for source in ordered:
+        paths = {source.path.resolve(), *(p.resolve() for p in _image_files(source)[:1])}
+        first = next((by_path[p] for p in paths if p in by_path), None)
+        if first is not None:
+            shared = next(p for p in paths if p in by_path)
+            problems[source.subject_id] = (
+                f"subject {source.subject_id!r} is subject {first.subject_id!r} again: "
+                f"{source.path} and {first.path} are the same files ({shared}); "
+                "one patient must be one subject"
+            )
+            continue
+        for path in paths:
+            by_path[path] = source
+    by_signature: dict[str, list[SubjectSource]] = {}
+    for source in ordered:
+        if source.subject_id in problems:
+            continue
+        try:
+            by_signature.setdefault(_signature(source), []).append(source)
+        except Exception:  # unreadable: validation reports it, by file
+            continue
+    for group in by_signature.values():
+        if len(group) < 2:
+            continue
+        by_digest: dict[str, SubjectSource] = {}
+        for source in group:
+            try:
+                digest = image_digest(source)
+            except Exception:  # unreadable: validation reports it, by file
+                continue
+            first = by_digest.setdefault(digest, source)
+            if first is not source:
+                problems[source.subject_id] = (
+                    f"subject {source.subject_id!r} is subject {first.subject_id!r} again: "
+                    f"{_image_files(source)[0]} has the same voxels and affine as "
+                    f"{_image_files(first)[0]}; one patient must be one subject"
+                )
     return problems

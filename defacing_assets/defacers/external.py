@@ -2,12 +2,28 @@
 
 The study wrapped tools that only exist as programs (``fsl_deface``,
 ``mri_deface``, ``@afni_refacer_run``, ``mask_face``, ``defacer``). Each run
-happens in a fresh temporary folder (a context manager removes it, whatever
-happens): the scan is written there as ``input.nii.gz``, the command runs with
-that folder as its working directory, and the defaced image is looked up
-among the spec's output patterns, because tools name their files themselves
-(AFNI derives a mask name from the prefix, ``mask_face`` appends
-``_full_normfilter``).
+happens in a fresh temporary folder: the scan is written there as
+``input.nii.gz``, the command runs with that folder as its working directory,
+and the defaced image is looked up among the spec's output patterns, because
+tools name their files themselves (AFNI derives a mask name from the prefix,
+``mask_face`` appends ``_full_normfilter``).
+
+That folder holds an un-defaced copy of the scan, and the tool may run for
+minutes, so neither may outlive the run:
+
+* the folder is removed on every exit path (``finally``; a SIGTERM or SIGHUP
+  that would kill the process outright is turned into ``SystemExit`` while
+  a tool runs, where no one else handles those signals), and its name
+  records the owner (``defacing-tool-<pid>-<host>-...``), so folders left by
+  a SIGKILLed run are swept by the next run (:func:`sweep_stale_workdirs`);
+* the tool runs under a small guardian process (:data:`_GUARDIAN`) in its
+  own process group. The guardian dies with its parent (Linux
+  ``PR_SET_PDEATHSIG``, and a poll of its parent id elsewhere) and then
+  kills the tool's whole group, so a killed ``deface`` or step process
+  leaves no tool or tool child running. The guardian rather than a
+  ``preexec_fn`` in our process, because ``preexec_fn`` is unsafe in a
+  threaded parent (Dagster) and a death signal would reach only the tool,
+  not the children a tool script starts.
 
 Which voxels were kept:
 
@@ -31,6 +47,12 @@ Failures (non-zero exit, timeout, missing or unreadable output, other grid)
 raise :class:`DefacingFailed` whose reason quotes the command and the last
 lines the tool printed. The recorded command shows the temporary folder as
 ``{workdir}`` so it can be rerun by hand.
+
+In a ``shell: true`` command every placeholder value is shell-quoted by the
+runner, and a placeholder inside quotes in the template (``cp "{input}" x``)
+is refused when the spec is checked: inside double quotes the runner's single
+quotes are literal and ``$(...)`` in a value (from ``TMPDIR`` or a param)
+would run; inside single quotes the value would end up unquoted.
 """
 
 from __future__ import annotations
@@ -38,15 +60,21 @@ from __future__ import annotations
 import difflib
 import glob
 import gzip
+import hashlib
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import string
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -71,6 +99,18 @@ calls removed came back unchanged."""
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+WORKDIR_PREFIX = "defacing-tool-"
+"""Work folders are ``<tmp>/defacing-tool-<pid>-<host>-<defacer>-<random>``."""
+_WORKDIR = re.compile(rf"^{WORKDIR_PREFIX}(?P<pid>\d+)-(?P<host>[0-9a-f]{{8}})-")
+STALE_WORKDIR_S = 60.0
+"""A work folder of a dead process on this host is swept once it is this old."""
+FOREIGN_WORKDIR_S = 24 * 3600.0
+"""A work folder made on another host (a shared temporary folder), whose process
+cannot be checked from here, is swept once it is this old."""
+GUARDIAN_GRACE_S = 5.0
+"""How long the guardian gets to kill the tool's group before it is killed itself."""
+_START_FAILED = "defacing-guardian: could not start: "
 
 
 class SpecError(ValueError):
@@ -190,6 +230,45 @@ def placeholders(template: str) -> list[str]:
     return found
 
 
+def quoted_placeholders(command: str) -> list[str]:
+    """Placeholders that stand inside single or double quotes of a shell command string.
+
+    The runner shell-quotes every value; quotes around a placeholder undo that
+    (see the module docstring), so :func:`spec_problems` refuses them. A
+    placeholder inside ``$(...)`` within double quotes is refused too: safe,
+    but rare, and simpler to rewrite than to tell apart.
+    """
+    found: list[str] = []
+    quote = ""
+    index = 0
+    while index < len(command):
+        char = command[index]
+        if command.startswith(("{{", "}}"), index):
+            index += 2
+            continue
+        if char == "{":
+            end = command.find("}", index)
+            if end < 0:
+                break
+            if quote:
+                found.append(command[index + 1 : end])
+            index = end + 1
+            continue
+        if char == "\\" and quote != "'":
+            index += 2
+            continue
+        if not quote and char in "'\"":
+            quote = char
+        elif quote == char:
+            quote = ""
+        index += 1
+    return found
+
+
+def _shell_template(spec: ToolSpec) -> str:
+    return spec.command if isinstance(spec.command, str) else " ".join(spec.command)
+
+
 def _unknown_placeholder_problem(template: str, allowed: Iterable[str]) -> str | None:
     allowed = list(allowed)
     try:
@@ -230,6 +309,16 @@ def spec_problems(spec: ToolSpec) -> list[tuple[str, str]]:
             problems.append(("command", problem))
         else:
             used.extend(placeholders(word))
+    if spec.shell:
+        for name in dict.fromkeys(quoted_placeholders(_shell_template(spec))):
+            problems.append(
+                (
+                    "command",
+                    f"placeholder {{{name}}} is inside quotes in a shell command; the runner "
+                    "quotes every value itself, and inside quotes a value holding $(...) "
+                    f"(from TMPDIR or a param) would run: write {{{name}}} without quotes",
+                )
+            )
     if "input" not in used:
         problems.append(("command", "never mentions {input}, so the tool cannot read the scan"))
     if "output" not in used and not spec.outputs:
@@ -340,17 +429,191 @@ def _printed(stdout: bytes | None, stderr: bytes | None) -> str:
     return "\n(the tool printed nothing)"
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    """Kill the tool and every process it started (shell scripts spawn children)."""
+_GUARDIAN = r"""
+import os, signal, subprocess, sys, time
+
+parent = int(sys.argv[1])
+child = None
+stopped = []
+try:
+    import ctypes
+
+    prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+except Exception:
+    prctl = None
+
+
+def kill_tool():
+    if child is not None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def stop(signum, frame):
+    stopped.append(signum)
+    kill_tool()
+
+
+def own_group():
+    os.setpgid(0, 0)
+    if prctl is not None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(number, stop)
+if prctl is not None:
+    prctl(1, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != parent:
+    sys.exit(128 + signal.SIGTERM)
+try:
+    child = subprocess.Popen(sys.argv[2:], preexec_fn=own_group)
+except OSError as error:
+    sys.stderr.write(START_FAILED + str(error) + "\n")
+    sys.exit(127)
+if stopped:
+    kill_tool()
+while True:
+    try:
+        code = child.wait(timeout=0.5)
+        break
+    except subprocess.TimeoutExpired:
+        if os.getppid() != parent:
+            kill_tool()
+kill_tool()
+if stopped:
+    os._exit(128 + stopped[0])
+if code < 0:  # die of the tool's signal, so the parent reports it as before
+    try:
+        signal.signal(-code, signal.SIG_DFL)
+    except (OSError, ValueError):  # SIGKILL, SIGSTOP: default already
+        pass
+    os.kill(os.getpid(), -code)
+    time.sleep(1)
+    sys.exit(128 - code)
+sys.exit(code)
+""".replace("START_FAILED", repr(_START_FAILED))
+"""Runs the tool (its arguments after the parent's pid) in the tool's own process group,
+and kills that group when the parent dies, when told to stop (SIGTERM) and when the
+tool exits (children it left behind). Exits with the tool's status; stdlib only, so
+it starts in a few milliseconds."""
+
+
+def _guarded(argv: list[str] | str) -> list[str]:
+    """The guardian's command line for a tool's argv (a string runs through /bin/sh)."""
+    words = ["/bin/sh", "-c", argv] if isinstance(argv, str) else list(argv)
+    return [sys.executable, "-I", "-S", "-c", _GUARDIAN, str(os.getpid()), *words]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop the guardian, which kills the tool and every process it started."""
     if process.poll() is not None:
         return
+    with suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
     try:
-        if hasattr(os, "killpg"):
-            os.killpg(process.pid, signal.SIGKILL)
-        else:  # pragma: no cover - not POSIX
+        process.wait(timeout=GUARDIAN_GRACE_S)
+    except subprocess.TimeoutExpired:  # the tool then dies by its own death signal
+        with suppress(ProcessLookupError):
             process.kill()
-    except ProcessLookupError:
-        pass
+        process.wait()
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def exit_on_termination() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise ``SystemExit`` (so ``finally`` clauses
+    run) where they would otherwise kill the process outright.
+
+    Only in the main thread, and only for signals nobody handles (Dagster and
+    other hosts keep their own handlers).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(number) == signal.SIG_DFL:
+            previous[number] = signal.signal(number, _raise_exit)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold back SIGTERM, SIGHUP and SIGINT (main thread) while patient data is removed."""
+    held = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def sweep_stale_workdirs(
+    folder: str | Path | None = None,
+    min_age_s: float = STALE_WORKDIR_S,
+    foreign_age_s: float = FOREIGN_WORKDIR_S,
+) -> list[Path]:
+    """Remove work folders that runs killed by SIGKILL left behind; return them.
+
+    Each holds an un-defaced copy of a scan. A folder is stale when its
+    owner (the pid in its name) is not running on this host and it is at
+    least ``min_age_s`` old; one made on another host (a shared temporary
+    folder) only after ``foreign_age_s``. ``folder`` defaults to the
+    temporary folder runs use.
+    """
+    from defacing_assets.imaging.io import process_alive
+
+    root = Path(folder or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    host, now = _host_tag(), time.time()
+    for entry in entries:
+        match = _WORKDIR.match(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if match.group("host") == host:
+            stale = age >= min_age_s and not process_alive(int(match.group("pid")))
+        else:
+            stale = age >= foreign_age_s
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+_SWEPT: set[str] = set()
+"""Temporary folders this process has swept already (once per process and folder)."""
+
+
+def _sweep_once() -> None:
+    root = tempfile.gettempdir()
+    if root not in _SWEPT:
+        _SWEPT.add(root)
+        sweep_stale_workdirs(root)
 
 
 class CommandLineDefacer(Defacer):
@@ -474,14 +737,11 @@ class CommandLineDefacer(Defacer):
         }
 
     def _argv(self, values: Mapping[str, str]) -> list[str] | str:
+        """The command filled in: a word list, or for ``shell`` one string in which every
+        placeholder value is shell-quoted (the spec has no quotes around placeholders)."""
         if self.spec.shell:
             quoted = {key: shlex.quote(value) for key, value in values.items()}
-            template = (
-                self.spec.command
-                if isinstance(self.spec.command, str)
-                else " ".join(self.spec.command)
-            )
-            return template.format_map(quoted)
+            return _shell_template(self.spec).format_map(quoted)
         return [word.format_map(values) for word in self.spec.command_words()]
 
     def _write_input(self, volume: Volume, path: str) -> None:
@@ -550,10 +810,9 @@ class CommandLineDefacer(Defacer):
             ) from None
         try:
             process = subprocess.Popen(
-                argv,
+                _guarded(argv),
                 cwd=workdir,
                 env=environ,
-                shell=self.spec.shell,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -564,14 +823,20 @@ class CommandLineDefacer(Defacer):
         try:
             stdout, stderr = process.communicate(timeout=self.spec.timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
-            stdout, stderr = process.communicate()
+            _stop(process)
+            try:  # a child that left the tool's group may still hold the pipes
+                stdout, stderr = process.communicate(timeout=GUARDIAN_GRACE_S)
+            except subprocess.TimeoutExpired:
+                stdout, stderr = b"", b""
             raise DefacingFailed(
                 f"{self.name}: timed out after {self.spec.timeout:g} s and was killed: "
                 f"{record}{_printed(stdout, stderr)}"
             ) from None
         finally:
-            _kill_group(process)
+            _stop(process)
+        if process.returncode == 127 and (stderr or b"").startswith(_START_FAILED.encode()):
+            error = stderr.decode("utf-8", "replace")[len(_START_FAILED) :].strip()
+            raise DefacingFailed(f"{self.name}: could not start {record}: {error}")
         if process.returncode != 0:
             raise DefacingFailed(
                 f"{self.name}: exited with status {process.returncode}: "
@@ -603,27 +868,42 @@ class CommandLineDefacer(Defacer):
         return ~removed & unchanged
 
     def compute(self, volume: Volume, modality: str) -> MethodOutput:
-        with tempfile.TemporaryDirectory(prefix=f"deface-{self.name}-") as workdir:
+        """Run the tool in a fresh work folder, removed on every exit path (see the module
+        docstring); folders of earlier runs killed outright are swept first."""
+        _sweep_once()
+        workdir = ""
+        with exit_on_termination():
             try:
-                values = self._values(workdir)
-            except UnsetVariable as missing:
-                raise DefacingFailed(
-                    f"{self.name}: environment variable {missing} is not set"
-                ) from None
-            argv = self._argv(values)
-            joined = argv if isinstance(argv, str) else shlex.join(argv)
-            record = joined.replace(workdir, "{workdir}")
-            self._write_input(volume, values["input"])
-            stdout, stderr = self._run(argv, workdir, record)
-            said = _printed(stdout, stderr)
-            work = Path(workdir)
-            output_path = self._find(self.spec.outputs, values, "output", said)
-            output = self._read(output_path, volume, "output", work, said)
-            unchanged = self._unchanged(output.array, volume.array)
-            if self.spec.mask is None:
-                kept = unchanged
-            else:
-                mask_path = self._find(self.spec.mask.paths, values, "mask", said)
-                mask = self._read(mask_path, volume, "mask", work, said)
-                kept = self._kept_from_mask(mask.array, unchanged, volume.array)
+                workdir = tempfile.mkdtemp(
+                    prefix=f"{WORKDIR_PREFIX}{os.getpid()}-{_host_tag()}-{self.name}-"
+                )
+                return self._compute_in(workdir, volume)
+            finally:
+                if workdir:
+                    with _signals_deferred():
+                        shutil.rmtree(workdir, ignore_errors=True)
+
+    def _compute_in(self, workdir: str, volume: Volume) -> MethodOutput:
+        try:
+            values = self._values(workdir)
+        except UnsetVariable as missing:
+            raise DefacingFailed(
+                f"{self.name}: environment variable {missing} is not set"
+            ) from None
+        argv = self._argv(values)
+        joined = argv if isinstance(argv, str) else shlex.join(argv)
+        record = joined.replace(workdir, "{workdir}")
+        self._write_input(volume, values["input"])
+        stdout, stderr = self._run(argv, workdir, record)
+        said = _printed(stdout, stderr)
+        work = Path(workdir)
+        output_path = self._find(self.spec.outputs, values, "output", said)
+        output = self._read(output_path, volume, "output", work, said)
+        unchanged = self._unchanged(output.array, volume.array)
+        if self.spec.mask is None:
+            kept = unchanged
+        else:
+            mask_path = self._find(self.spec.mask.paths, values, "mask", said)
+            mask = self._read(mask_path, volume, "mask", work, said)
+            kept = self._kept_from_mask(mask.array, unchanged, volume.array)
         return MethodOutput(kept_mask=kept, replacement=output.array, command=record)

@@ -23,6 +23,8 @@ Schema (every key but ``command`` is optional)::
         requires_programs: [matlab]   # other programs the tool calls
         version_command: "my_tool --version"
         shell: false                  # true: run the command string through /bin/sh
+                                      # (values are quoted by the runner: no quotes
+                                      # around placeholders, they are refused)
         input_format: nii.gz          # or nii
 
 Placeholders: ``{input}`` (the scan, ``input.nii.gz``), ``{output}``
@@ -30,7 +32,11 @@ Placeholders: ``{input}`` (the scan, ``input.nii.gz``), ``{output}``
 temporary folder, also the working directory) in ``command``, ``outputs`` and
 ``mask.path``; the keys of ``params`` everywhere, including ``executable``,
 ``requires`` and ``version_command``. Output and mask patterns are relative to
-the work folder and may use glob wildcards. ``${VAR}`` and ``${VAR:-default}``
+the work folder and may use glob wildcards. In a ``shell: true`` command the
+runner shell-quotes every placeholder's value; a placeholder written inside
+quotes (``cp "{input}" ...``) is refused, because inside double quotes the
+runner's quoting is undone and a value holding ``$(...)`` (from ``TMPDIR`` or
+a param) would run. ``${VAR}`` and ``${VAR:-default}``
 in ``environment`` and ``params`` read the current environment when the tool
 is checked or run; an unset (or empty) variable without a default makes the
 tool unavailable, with the variable named.

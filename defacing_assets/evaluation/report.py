@@ -4,12 +4,16 @@ Everything is embedded (figures as base64 PNG), so the file needs no server
 and no other files. The published Table 2 (STUDY.md) is printed beside this
 run's for comparison, and the main effects of the study are stated plainly
 with this run's numbers.
+
+The file is passed around, so it shows no face: the example renders are of
+defaced scans only (:func:`example_renders`), never of the original scan.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +27,8 @@ from defacing_assets.evaluation.tables import (
     Table2,
     compare_unless_failed,
 )
-from defacing_assets.qc.render import VIEWS
+from defacing_assets.imaging.volume import Volume
+from defacing_assets.qc.render import VIEWS, montage_png
 
 PUBLISHED_TABLE2 = pd.DataFrame(
     {
@@ -53,7 +58,7 @@ class ReportInputs:
     original_model: pd.DataFrame
     """:func:`original_model_on_defaced`."""
     renders: dict[str, bytes]
-    """Caption -> PNG montage of example renders."""
+    """Caption -> PNG montage of example renders: defaced scans only (:func:`example_renders`)."""
     table1: pd.DataFrame
     figure2: bytes | None
     table2: Table2
@@ -63,6 +68,44 @@ class ReportInputs:
     provenance: dict[str, object] = field(default_factory=dict)
     failed_models: dict[str, str] = field(default_factory=dict)
     """:func:`~defacing_assets.evaluation.scores.failed_models`: training method -> reason."""
+    withheld_renders: list[str] = field(default_factory=list)
+    """Why a method's example render is not in the report (:func:`example_renders`)."""
+
+
+def example_renders(
+    subject: str,
+    original: Volume,
+    outputs: Mapping[str, Volume | None],
+    modality: str,
+    unchanged_methods: Collection[str] = (BASELINE,),
+    face_found: Mapping[str, bool] | None = None,
+) -> tuple[dict[str, bytes], list[str]]:
+    """Renders of ``subject``'s defaced scans for the report, and why others are left out.
+
+    The report is the file people send around, so no render in it may show the
+    subject's face. Left out: the identity methods (``unchanged_methods``: their
+    "defaced" scan is the original), any output whose voxels equal the original's
+    (a method that changed nothing), and any output on which face QC still found a
+    face (``face_found``: method -> bool). The original itself is never rendered.
+    Returns caption -> PNG montage, and one sentence per method left out.
+    """
+    face_found = face_found or {}
+    renders: dict[str, bytes] = {}
+    withheld: list[str] = []
+    for method, image in outputs.items():
+        if image is None:
+            continue
+        if method in unchanged_methods:
+            reason = "its output is the un-defaced scan"
+        elif image.shape == original.shape and np.array_equal(image.array, original.array):
+            reason = "its output equals the un-defaced scan"
+        elif face_found.get(method, False):
+            reason = "face QC still finds a face on it"
+        else:
+            renders[f"{subject} defaced by {method}"] = montage_png(image, modality)
+            continue
+        withheld.append(f"{subject}, {method}: no render shown ({reason}).")
+    return renders, withheld
 
 
 def original_model_on_defaced(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -262,6 +305,7 @@ def render_html(inputs: ReportInputs) -> str:
         "frontal depth maps, beside the smallest kept-voxel ratio of any OAR.</p>",
         _table(inputs.qc_summary, index=False),
         *[_image(png, caption) for caption, png in inputs.renders.items()],
+        *[f"<p>{html.escape(line)}</p>" for line in inputs.withheld_renders],
         "<h2>Table 1: OARs completely removed after successful defacing</h2>",
         _table(inputs.table1),
     ]

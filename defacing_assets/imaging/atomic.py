@@ -8,13 +8,28 @@ no folder rename: there a folder is replaced file by file, its JSON record
 readers open first or require) removed first and written last, so an
 interrupted replace leaves a partition that reads as missing, never a mix of
 old and new files that reads as valid.
+
+On local disks a rename is only durable once the data and the folder entry reach the
+disk: files are fsynced before they are renamed into place and the folder after, so a
+power cut cannot leave a renamed file that is empty or a rename that never happened.
+
+Staging names are hidden and carry the writer's process id
+(``.<name>.tmp-<pid>-<hex>``; the old copy a folder replace sets aside,
+``.<name>.old.tmp-<pid>-<hex>``), the pattern
+:func:`defacing_assets.imaging.io.sweep_stale_staging` recognises: a writer
+SIGKILLed between staging and rename leaves one behind, possibly holding patient
+data, and every later local write into the same folder removes those whose writer
+is dead.
 """
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from upath import UPath
 
@@ -30,20 +45,84 @@ def is_local(path: UPath) -> bool:
     return getattr(path, "protocol", "") in _LOCAL_PROTOCOLS
 
 
-def _temporary_sibling(path: UPath, tag: str) -> UPath:
-    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
+def _temporary_sibling(path: UPath, tag: str = "") -> UPath:
+    """A hidden sibling naming this process: ``.<name>[.<tag>].tmp-<pid>-<hex12>``."""
+    name = f"{path.name}.{tag}" if tag else path.name
+    return path.with_name(f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+
+def _sweep_abandoned_staging(folder: UPath) -> None:
+    """Remove staging entries of dead writers beside a destination (local folders only);
+    never fails the write that calls it."""
+    if not is_local(folder):
+        return
+    # Imported here: imaging.io imports this module.
+    from defacing_assets.imaging.io import sweep_stale_staging
+
+    with suppress(OSError):
+        sweep_stale_staging(folder)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a local file's data to disk (before it is renamed into place)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Flush a local folder's entries (after a rename into it), where the OS allows it."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # platforms without directory handles (Windows): nothing to flush
+        return
+    try:
+        with suppress(OSError):  # some file systems refuse fsync on a folder
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def atomic_write_bytes(path: UPath, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old file or all of the new one;
+    on local disks durably (fsync of the file, rename, fsync of the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary_sibling(path, "tmp")
-    temporary.write_bytes(data)
+    _sweep_abandoned_staging(path.parent)
+    temporary = _temporary_sibling(path)
     try:
-        temporary.rename(path)
+        if is_local(path):
+            with open(temporary, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+            fsync_directory(path.parent)
+        else:
+            temporary.write_bytes(data)
+            temporary.rename(path)
     except BaseException:
         with suppress(OSError):  # no stray temporary beside a destination we could not write
             temporary.unlink()
         raise
+
+
+def move_aside(path: UPath | Path, reason: str = "corrupt") -> UPath | Path:
+    """Rename a damaged or untrusted file to ``<name>.<reason>-<timestamp>``, so the next
+    attempt starts clean while the file is kept for inspection; returns the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
+    target = path.with_name(f"{path.name}.{reason}-{stamp}")
+    path.rename(target)
+    return target
+
+
+def _fsync_tree(path: UPath) -> None:
+    """fsync every file and folder under a local staging folder before it is renamed."""
+    for folder, _, files in os.walk(path):
+        for name in files:
+            fsync_file(os.path.join(folder, name))
+        fsync_directory(folder)
 
 
 def _remove_tree(path: UPath) -> None:
@@ -86,7 +165,8 @@ def atomic_directory(path: UPath) -> Iterator[UPath]:
     On an exception the temporary folder is removed and ``path`` is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = _temporary_sibling(path, "tmp")
+    _sweep_abandoned_staging(path.parent)
+    staging = _temporary_sibling(path)
     staging.mkdir(parents=True)
     try:
         yield staging
@@ -96,8 +176,10 @@ def atomic_directory(path: UPath) -> Iterator[UPath]:
     if not is_local(path):
         _replace_remote(staging, path)
         return
+    _fsync_tree(staging)
     previous = _temporary_sibling(path, "old")
     if path.exists():
-        path.rename(previous)
-    staging.rename(path)
+        os.replace(path, previous)
+    os.replace(staging, path)
+    fsync_directory(path.parent)
     _remove_tree(previous)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from defacing_assets.imaging.errors import InvalidScanError
+from defacing_assets.imaging.io import value_type_problem
 from defacing_assets.imaging.volume import AFFINE_TOLERANCE_MM, Volume
 
 MAX_LABEL = 8
@@ -17,9 +18,13 @@ MAX_LABEL = 8
 
 
 def image_problems(image: Volume) -> list[str]:
-    """Why an image cannot be used: non-finite voxels, no contrast at all."""
+    """Why an image cannot be used: not one real number per voxel (RGB, complex,
+    non-numeric), non-finite voxels, no contrast at all."""
     problems = []
     array = image.array
+    problem = value_type_problem(array.dtype)
+    if problem:
+        return [f"image {problem}"]
     if np.issubdtype(array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad == array.size:
@@ -43,7 +48,8 @@ def label_problems(labels: Volume, image: Volume | None = None) -> list[str]:
         elif not np.all(array == np.round(array)):
             problems.append("label map is not integer-valued")
     elif not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
-        problems.append(f"label map has non-numeric type {array.dtype}")
+        problem = value_type_problem(array.dtype) or f"has non-numeric type {array.dtype}"
+        problems.append(f"label map {problem}")
     if not problems:
         low, high = float(np.min(array)), float(np.max(array))
         if low < 0 or high > MAX_LABEL:

@@ -6,7 +6,10 @@ intensities rescaled to [-1, 1]. It is deterministic and costly, so it is
 computed once per subject/method/profile and cached in memory (and on disk when
 a cache folder is given); augmentation is random and runs on every draw.
 Cache entries are keyed by a digest of the input arrays too, so a re-defaced
-or re-annotated scan never reuses a stale entry.
+or re-annotated scan never reuses a stale entry. An on-disk entry holds only tensors,
+has its sha256 beside it (``<entry>.sha256``) and is loaded with ``weights_only=True``:
+one whose digest is missing or does not match, or that does not load, is moved aside
+(logged with the reason) and recomputed, never unpickled into running code.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from upath import UPath
 from defacing_assets.imaging.atomic import atomic_write_bytes
 from defacing_assets.imaging.volume import Volume
 from defacing_assets.profiles import Profile
+from defacing_assets.segmentation.safe_load import load_problem, load_tensors, set_aside
 
 LabelPolicy = Literal["original", "kept"]
 """``original``: the full annotation, also where defacing removed tissue;
@@ -35,6 +39,9 @@ DIGEST = "digest"
 """Subject field: :func:`input_digest` of what the subject was made from."""
 
 _MEMORY_CACHE: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]] = {}
+
+DIGEST_SUFFIX = ".sha256"
+"""A cache entry's sha256 (hex) is stored beside it under ``<entry name><DIGEST_SUFFIX>``."""
 
 
 class PadToWindow(tio.SpatialTransform):
@@ -137,6 +144,64 @@ def _to_subject(
     )
 
 
+def _digest_file(cache_file: UPath) -> UPath:
+    return cache_file.with_name(cache_file.name + DIGEST_SUFFIX)
+
+
+def _entry_problem(stored: object) -> str | None:
+    if not isinstance(stored, dict):
+        return "not a dict of tensors"
+    wrong = [k for k in ("image", "label", "affine") if not isinstance(stored.get(k), torch.Tensor)]
+    return f"{', '.join(wrong)} missing or not a tensor" if wrong else None
+
+
+def read_cache_entry(cache_file: UPath) -> tuple[torch.Tensor, torch.Tensor, np.ndarray] | None:
+    """The cached (image, label, affine) at ``cache_file``, or ``None`` when absent or
+    untrustworthy. The bytes must match the sha256 stored beside them before anything is
+    unpickled, and then only tensors load; a bad entry is moved aside so it is recomputed."""
+    if not cache_file.exists():
+        return None
+    digest_file = _digest_file(cache_file)
+    try:
+        data = cache_file.read_bytes()
+        expected = digest_file.read_text().strip() if digest_file.exists() else None
+    except FileNotFoundError:  # replaced or moved aside by another process meanwhile
+        return None
+    if expected is None:
+        problem = f"no {DIGEST_SUFFIX} beside it"
+    elif hashlib.sha256(data).hexdigest() != expected:
+        problem = f"sha256 does not match {digest_file.name}"
+    else:
+        try:
+            stored = load_tensors(data)
+            problem = _entry_problem(stored)
+        except Exception as error:  # refused global, truncated or damaged file
+            problem = load_problem(error)
+        if problem is None:
+            return (stored["image"], stored["label"], stored["affine"].numpy())
+    set_aside(cache_file, problem, "pre-processing cache entry")
+    digest_file.unlink(missing_ok=True)
+    return None
+
+
+def write_cache_entry(
+    cache_file: UPath, entry: tuple[torch.Tensor, torch.Tensor, np.ndarray]
+) -> None:
+    """Store an entry as tensors only, with its sha256 beside it. The digest goes first: a
+    process reading the entry while another writes it (folds of one method share entries)
+    never finds it without its digest, and a kill in between only leaves a digest whose
+    entry is missing, so the entry is recomputed."""
+    image, label, affine = entry
+    buffer = io.BytesIO()
+    torch.save(
+        {"image": image, "label": label, "affine": torch.from_numpy(np.asarray(affine, float))},
+        buffer,
+    )
+    data = buffer.getvalue()
+    atomic_write_bytes(_digest_file(cache_file), hashlib.sha256(data).hexdigest().encode())
+    atomic_write_bytes(cache_file, data)
+
+
 def make_subject(
     image: Volume,
     labels: Volume,
@@ -167,9 +232,8 @@ def make_subject(
     cache_file = None
     if full_key is not None and cache_dir is not None:
         cache_file = UPath(cache_dir) / (full_key.replace("/", "__") + ".pt")
-        if cache_file.exists():
-            stored = torch.load(io.BytesIO(cache_file.read_bytes()), weights_only=False)
-            entry = (stored["image"], stored["label"], np.asarray(stored["affine"]))
+        entry = read_cache_entry(cache_file)
+        if entry is not None:
             _MEMORY_CACHE[full_key] = entry
             return _to_subject(*entry, name, digest)
     subject = preprocessing(profile)(_raw_subject(image, labels, kept_mask, label_policy))
@@ -181,9 +245,7 @@ def make_subject(
     if full_key is not None:
         _MEMORY_CACHE[full_key] = entry
     if cache_file is not None:
-        buffer = io.BytesIO()
-        torch.save({"image": entry[0], "label": entry[1], "affine": entry[2]}, buffer)
-        atomic_write_bytes(cache_file, buffer.getvalue())
+        write_cache_entry(cache_file, entry)
     return _to_subject(*entry, name, digest)
 
 

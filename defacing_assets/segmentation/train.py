@@ -6,12 +6,15 @@ cudnn.benchmark and pinned memory). A non-finite step never reaches the weights:
 training returns to the last good epoch and goes on in float32. Every epoch ends
 with an atomically written checkpoint holding the weights, optimizer, RNG states,
 history and precision, so a killed run resumes at the next epoch and, on CPU with
-a fixed seed, reproduces the uninterrupted history.
+a fixed seed, reproduces the uninterrupted history. A checkpoint holds only tensors and
+plain values and is loaded with ``weights_only=True`` (no code runs); one that does not
+load or does not fit is moved aside and named in the log, and training starts clean.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import math
@@ -31,11 +34,12 @@ from monai.inferers import sliding_window_inference
 from torch.utils.data import DataLoader
 from upath import UPath
 
-from defacing_assets.imaging.atomic import atomic_write_bytes
+from defacing_assets.imaging.atomic import atomic_write_bytes, fsync_directory
 from defacing_assets.profiles import Profile
 from defacing_assets.segmentation.data import IMAGE, LABEL, augmentation
 from defacing_assets.segmentation.model import N_CLASSES, build_unet
 from defacing_assets.segmentation.precision import FLOAT16, FLOAT32, autocast, choose_precision
+from defacing_assets.segmentation.safe_load import load_problem, load_tensors, set_aside
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "seconds", "precision"]
@@ -70,9 +74,18 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_states() -> dict:
+    """RNG states as tensors and plain values only, so a checkpoint loads with
+    ``weights_only=True`` (numpy's state is an ndarray, stored as a tensor)."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     states = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -81,8 +94,18 @@ def _rng_states() -> dict:
 
 
 def _set_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    python = states["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    numpy = states["numpy"]
+    np.random.set_state(
+        (
+            numpy["kind"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["position"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -98,16 +121,46 @@ def _cpu_state(module_or_optimizer) -> dict:
 
 
 def _write_checkpoint(path: Path, state: dict) -> None:
-    """Temp file in the same folder + os.replace: a kill never leaves a torn checkpoint."""
+    """Temp file in the same folder, fsynced, then os.replace and an fsync of the folder:
+    neither a kill nor a power cut leaves a torn checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(state, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
+        fsync_directory(path.parent)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scaler", "progress", "rng", "seed", "profile")
+
+
+def read_checkpoint(path: Path, log: Callable[[str], object] = print) -> dict | None:
+    """The checkpoint at ``path`` loaded without running code, or ``None`` when there is
+    none or it is unusable (truncated, holding anything but tensors and plain values,
+    missing entries): that one is moved aside and named in ``log`` so training starts
+    clean instead of every retry failing on it."""
+    if not path.exists():
+        return None
+    try:
+        state = load_tensors(path)
+    except Exception as error:  # truncated zip, refused global, unreadable file
+        set_aside(path, load_problem(error), "checkpoint", log)
+        return None
+    missing = (
+        [key for key in CHECKPOINT_KEYS if key not in state]
+        if isinstance(state, dict)
+        else ["everything (not a dict)"]
+    )
+    if missing:
+        set_aside(path, f"missing {', '.join(missing)}", "checkpoint", log)
+        return None
+    return state
 
 
 def _dice_per_class(prediction: torch.Tensor, label: torch.Tensor) -> list[float]:
@@ -278,12 +331,17 @@ def train_model(
         torch.backends.cudnn.benchmark = True
     if precision is None:
         precision = choose_precision(profile, device).precision
-    seed_everything(seed)
-    model = build_unet(profile.features).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=profile.learning_rate, betas=(0.9, 0.999), amsgrad=True
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=use_cuda and precision == FLOAT16)
+
+    def build() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+        seed_everything(seed)
+        model = build_unet(profile.features).to(device)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=profile.learning_rate, betas=(0.9, 0.999), amsgrad=True
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=use_cuda and precision == FLOAT16)
+        return model, optimizer, scaler
+
+    model, optimizer, scaler = build()
 
     def snapshot(epoch: int, progress: _Progress) -> dict:
         return {
@@ -291,7 +349,7 @@ def train_model(
             "model": _cpu_state(model),
             "optimizer": copy.deepcopy(optimizer.state_dict()),
             "scaler": scaler.state_dict(),
-            "progress": copy.deepcopy(progress),
+            "progress": dataclasses.asdict(progress),  # plain values: loads weights_only
             "rng": _rng_states(),
             "seed": seed,
             "profile": profile.name,
@@ -302,12 +360,19 @@ def train_model(
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         _set_rng_states(state["rng"])
-        return copy.deepcopy(state["progress"])
+        return _Progress(**copy.deepcopy(state["progress"]))
 
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-    if checkpoint_path.exists():
-        last_good = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        progress = restore(last_good)
+    progress = None
+    last_good = read_checkpoint(checkpoint_path, log)
+    if last_good is not None:
+        try:
+            progress = restore(last_good)
+        except Exception as error:  # another network's weights, a malformed entry
+            problem = f"cannot resume from it: {type(error).__name__}: {error}".splitlines()[0]
+            set_aside(checkpoint_path, problem, "checkpoint", log)
+            model, optimizer, scaler = build()  # restore may have loaded part of it
+    if progress is not None:
         log(
             f"resuming after epoch {last_good['epoch'] + 1} (best epoch {progress.best_epoch + 1},"
             f" {progress.precision})"

@@ -17,8 +17,8 @@ def _tick(instance, data):
 
 def test_known_subjects_are_not_read_again(tmp_path, monkeypatch):
     data = tmp_path / "data"
-    for subject in ("A1", "B2"):
-        write_good_subject(data, subject)
+    for seed, subject in enumerate(("A1", "B2")):
+        write_good_subject(data, subject, seed=seed)
     (data / "C3_ct.nii.gz").write_bytes(b"")
     (data / ".hidden").mkdir()
     assert listed_ids(str(data)) == {"A1", "B2", "C3"}
@@ -35,7 +35,7 @@ def test_known_subjects_are_not_read_again(tmp_path, monkeypatch):
         assert skipped == "no new subjects: every data folder entry is a partition"
 
         monkeypatch.undo()
-        write_good_subject(data, "D4")
+        write_good_subject(data, "D4", seed=3)
         [request] = _tick(instance, data).dynamic_partitions_requests
         assert list(request.partition_keys) == ["D4"]
 

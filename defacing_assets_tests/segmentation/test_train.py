@@ -1,10 +1,13 @@
-"""Training on tiny synthetic subjects: it learns, saves, resumes exactly, and never
-lets a non-finite step reach the weights."""
+"""Training on tiny synthetic subjects: it learns, saves, resumes exactly, never lets a
+non-finite step reach the weights, and never runs code from a checkpoint."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import shlex
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +91,7 @@ def test_kill_and_resume_reproduces_history(uninterrupted, subjects, tmp_path: P
 
     with pytest.raises(Interrupted):
         train_model(subjects[:2], subjects[2:], PROFILE, 3, tmp_path, log=interrupting_log)
-    partial = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    partial = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert partial["epoch"] == INTERRUPT_AFTER - 1
     assert partial["optimizer"]["state"], "optimizer moments were checkpointed"
 
@@ -99,8 +102,8 @@ def test_kill_and_resume_reproduces_history(uninterrupted, subjects, tmp_path: P
     assert resumed.best_epoch == reference.best_epoch
 
     # The optimizer was restored, not re-initialised: step counts and moments match.
-    final = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
-    expected = torch.load(reference_dir / CHECKPOINT_NAME, weights_only=False)
+    final = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    expected = torch.load(reference_dir / CHECKPOINT_NAME, weights_only=True)
     for key, moments in expected["optimizer"]["state"].items():
         for name, value in moments.items():
             np.testing.assert_array_equal(
@@ -218,3 +221,85 @@ def test_a_field_of_view_shorter_than_the_window_is_padded_with_air() -> None:
     ((i, j, k),) = np.argwhere(subject["label"].data[0].numpy() == 3)
     world = subject["label"].affine @ [i, j, k, 1]
     np.testing.assert_allclose(world[:3], [120.0, 120.0, 60.0])
+
+
+ONE_EPOCH = dataclasses.replace(PROFILE, max_epochs=1, patience=1)
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a crafted checkpoint would hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+def _one_epoch(subjects, folder: Path, lines: list[str]) -> train.TrainingResult:
+    return train_model(
+        subjects[:2], subjects[2:], ONE_EPOCH, 3, folder, log=lines.append, precision=FLOAT32
+    )
+
+
+def test_a_crafted_checkpoint_runs_no_code_and_training_starts_clean(
+    subjects, tmp_path: Path
+) -> None:
+    """A checkpoint.pt whose unpickling would run a command, where training resumes from:
+    nothing runs, the file is moved aside and named, and training starts at epoch 1."""
+    marker = tmp_path / "code-ran"
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    torch.save({"epoch": 5, "model": RunsCode(marker)}, checkpoint)
+    crafted = checkpoint.read_bytes()
+    lines: list[str] = []
+    try:
+        result = _one_epoch(subjects, tmp_path, lines)
+    finally:
+        assert not marker.exists(), "loading the checkpoint ran code"
+    assert list(result.history["epoch"]) == [0]
+    [moved] = tmp_path.glob(f"{CHECKPOINT_NAME}.corrupt-*")
+    assert moved.read_bytes() == crafted, "kept aside for inspection"
+    assert any(
+        str(checkpoint) in line and "unsafe content refused" in line and moved.name in line
+        for line in lines
+    ), lines
+    assert not any(line.startswith("resuming") for line in lines)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 0, "a fresh checkpoint"
+
+
+def test_a_truncated_checkpoint_is_named_set_aside_and_the_retry_starts_clean(
+    uninterrupted, subjects, tmp_path: Path
+) -> None:
+    """A torn checkpoint no longer fails every retry with an error naming no file."""
+    _, reference_dir = uninterrupted
+    whole = (reference_dir / CHECKPOINT_NAME).read_bytes()
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    checkpoint.write_bytes(whole[: len(whole) // 2])
+    lines: list[str] = []
+    result = _one_epoch(subjects, tmp_path, lines)
+    assert list(result.history["epoch"]) == [0]
+    [moved] = tmp_path.glob(f"{CHECKPOINT_NAME}.corrupt-*")
+    assert len(moved.read_bytes()) == len(whole) // 2
+    assert any(str(checkpoint) in line and "PytorchStreamReader" in line for line in lines), lines
+
+    lines.clear()
+    again = _one_epoch(subjects, tmp_path, lines)  # the checkpoint it wrote is used as is
+    assert lines[0].startswith("resuming after epoch 1 "), lines
+    pd.testing.assert_frame_equal(again.history, result.history)
+
+
+def test_a_checkpoint_is_fsynced_before_its_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch
+) -> None:
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    synced: list[tuple[bool, bool]] = []
+    real = os.fsync
+
+    def recording(descriptor: int) -> None:
+        synced.append((stat.S_ISDIR(os.fstat(descriptor).st_mode), checkpoint.exists()))
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    train._write_checkpoint(checkpoint, {"epoch": 0, "model": {"w": torch.zeros(2)}})
+    assert synced == [(False, False), (True, True)]
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 0
