@@ -18,13 +18,16 @@ Staging names are hidden and carry the writer's process id
 ``.<name>.old.tmp-<pid>-<hex>``), the pattern
 :func:`defacing_assets.imaging.io.sweep_stale_staging` recognises: a writer
 SIGKILLed between staging and rename leaves one behind, possibly holding patient
-data, and every later local write into the same folder removes those whose writer
-is dead.
+data. Every later local write into the same folder removes those whose writer is
+dead: at once the ones for its own destination (it replaces what they were writing,
+as the re-run of a killed step does), the others once they are
+:data:`~defacing_assets.imaging.io.STALE_STAGING_S` old.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,16 +54,32 @@ def _temporary_sibling(path: UPath, tag: str = "") -> UPath:
     return path.with_name(f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
 
 
-def _sweep_abandoned_staging(folder: UPath) -> None:
-    """Remove staging entries of dead writers beside a destination (local folders only);
-    never fails the write that calls it."""
+def _sweep_abandoned_staging(path: UPath) -> None:
+    """Before ``path`` is written: remove staging entries of dead writers in its folder
+    (local folders only). Those of ``path`` itself go at once, whatever their age: this
+    write replaces what they were writing, and a live writer of the same destination
+    keeps its own. Those of other destinations go once they are stale
+    (:func:`~defacing_assets.imaging.io.sweep_stale_staging`). Never fails the write."""
+    folder = path.parent
     if not is_local(folder):
         return
     # Imported here: imaging.io imports this module.
-    from defacing_assets.imaging.io import sweep_stale_staging
+    from defacing_assets.imaging.io import STAGING, process_alive, sweep_stale_staging
 
     with suppress(OSError):
         sweep_stale_staging(folder)
+        own = {path.name, f"{path.name}.old"}
+        for entry in os.scandir(folder.path if isinstance(folder, UPath) else folder):
+            match = STAGING.match(entry.name)
+            if match is None or match.group("name") not in own or match.group("pid") is None:
+                continue
+            if process_alive(int(match.group("pid"))):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def fsync_file(path: str | os.PathLike) -> None:
@@ -89,7 +108,7 @@ def atomic_write_bytes(path: UPath, data: bytes) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file or all of the new one;
     on local disks durably (fsync of the file, rename, fsync of the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_abandoned_staging(path.parent)
+    _sweep_abandoned_staging(path)
     temporary = _temporary_sibling(path)
     try:
         if is_local(path):
@@ -165,7 +184,7 @@ def atomic_directory(path: UPath) -> Iterator[UPath]:
     On an exception the temporary folder is removed and ``path`` is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_abandoned_staging(path.parent)
+    _sweep_abandoned_staging(path)
     staging = _temporary_sibling(path)
     staging.mkdir(parents=True)
     try:

@@ -113,3 +113,22 @@ def test_a_store_write_sweeps_staging_left_by_dead_writers_and_keeps_live_ones(t
     with atomic_directory(UPath(tmp_path / "subject=S1")) as staging:
         (staging / "scan.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["subject=S1", live.name])
+
+
+def test_the_rerun_of_a_killed_write_removes_its_fresh_staging_at_once(tmp_path):
+    """A killed step is re-run within seconds: its staging is not stale yet by age, but
+    it is of a dead writer and of the very destination being rewritten."""
+    killed = tmp_path / f".subject=S1.tmp-{_dead_pid()}-0123456789ab"
+    killed_file = tmp_path / f".table.parquet.tmp-{_dead_pid()}-0123456789ab"
+    other = tmp_path / f".subject=S2.tmp-{_dead_pid()}-abcdefabcdef"
+    live = tmp_path / f".subject=S1.tmp-{os.getpid()}-abcdefabcdef"
+    for folder in (killed, other, live):
+        folder.mkdir()
+        (folder / "image.nii.gz").write_bytes(b"patient data")
+    killed_file.write_bytes(b"torn")
+    with atomic_directory(UPath(tmp_path / "subject=S1")) as staging:
+        (staging / "scan.json").write_text("{}")
+    atomic_write_bytes(UPath(tmp_path / "table.parquet"), b"table")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["subject=S1", "table.parquet", other.name, live.name]
+    ), "another destination's fresh staging waits until it is stale"
