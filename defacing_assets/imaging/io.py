@@ -57,8 +57,9 @@ VECTOR_INTENTS = {
 """NIfTI intent codes whose voxels hold several values (not one grey value each)."""
 
 STAGING = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<pid>\d+)-)?[0-9a-f]{12}$")
-"""Hidden staging names: ``.<name>.tmp-<pid>-<hex>`` (this module) or
-``.<name>.tmp-<hex>`` (:mod:`~defacing_assets.imaging.atomic`, no owner recorded)."""
+"""Hidden staging names: ``.<name>.tmp-<pid>-<hex>`` (this module and
+:mod:`~defacing_assets.imaging.atomic`), or ``.<name>.tmp-<hex>`` left by older versions,
+which record no owner."""
 
 STALE_STAGING_S = 60.0
 """A staged file of a dead writer is removed once it is at least this old."""

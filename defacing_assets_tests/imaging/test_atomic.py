@@ -101,17 +101,26 @@ def test_staging_names_carry_the_writers_pid(tmp_path, monkeypatch):
     assert {STAGING.match(name).group("pid") for name in seen} == {str(os.getpid())}
 
 
+def _staged_patient_folders(*folders):
+    for folder in folders:
+        folder.mkdir()
+        (folder / "image.nii.gz").write_bytes(b"patient data")
+
+
+def _write_subject_s1(folder):
+    with atomic_directory(UPath(folder / "subject=S1")) as staging:
+        (staging / "scan.json").write_text("{}")
+
+
 def test_a_store_write_sweeps_staging_left_by_dead_writers_and_keeps_live_ones(tmp_path):
     old = time.time() - 3600
     dead = tmp_path / f".subject=S2.tmp-{_dead_pid()}-0123456789ab"
     dead_old_copy = tmp_path / f".subject=S3.old.tmp-{_dead_pid()}-0123456789ab"
     live = tmp_path / f".subject=S4.tmp-{os.getpid()}-abcdefabcdef"
+    _staged_patient_folders(dead, dead_old_copy, live)
     for folder in (dead, dead_old_copy, live):
-        folder.mkdir()
-        (folder / "image.nii.gz").write_bytes(b"patient data")
         os.utime(folder, (old, old))
-    with atomic_directory(UPath(tmp_path / "subject=S1")) as staging:
-        (staging / "scan.json").write_text("{}")
+    _write_subject_s1(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["subject=S1", live.name])
 
 
@@ -122,12 +131,9 @@ def test_the_rerun_of_a_killed_write_removes_its_fresh_staging_at_once(tmp_path)
     killed_file = tmp_path / f".table.parquet.tmp-{_dead_pid()}-0123456789ab"
     other = tmp_path / f".subject=S2.tmp-{_dead_pid()}-abcdefabcdef"
     live = tmp_path / f".subject=S1.tmp-{os.getpid()}-abcdefabcdef"
-    for folder in (killed, other, live):
-        folder.mkdir()
-        (folder / "image.nii.gz").write_bytes(b"patient data")
+    _staged_patient_folders(killed, other, live)
     killed_file.write_bytes(b"torn")
-    with atomic_directory(UPath(tmp_path / "subject=S1")) as staging:
-        (staging / "scan.json").write_text("{}")
+    _write_subject_s1(tmp_path)
     atomic_write_bytes(UPath(tmp_path / "table.parquet"), b"table")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["subject=S1", "table.parquet", other.name, live.name]
